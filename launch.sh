@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# svdtune's single entry point: set-up and jobs.
+#   ./launch.sh quickstart            set up .venv if needed, then run `svdtune quickstart`
+#   ./launch.sh test [pytest args]    run the default test suite (what .ci/run calls)
+#   ./launch.sh <command> [args]      any `svdtune` subcommand (see `./launch.sh --help`)
+#   NPROC=2 ./launch.sh <command> ... run a job as NPROC processes through accelerate
+# On a machine without an NVIDIA GPU the CPU build torch==2.13.0 is installed first and held
+# there (plain `pip install torch` would pull several GB of CUDA packages); on a GPU machine the
+# CUDA torch choice is left to pip.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${SVDTUNE_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+setup() {
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  local stamp="$VENV/.svdtune-installed" want
+  want=$(cat pyproject.toml launch.sh | sha256sum | cut -c1-16)
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  echo "[launch] installing svdtune into $VENV (first run takes a few minutes)" >&2
+  local pip=("$VENV/bin/python" -m pip install --quiet)
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    "${pip[@]}" -e ".[demo,dev]"
+  else
+    "${pip[@]}" "torch==2.13.0"
+    local constraints="$VENV/torch-constraint.txt"
+    echo "torch==2.13.0" > "$constraints"
+    "${pip[@]}" -c "$constraints" -e ".[demo,dev]"
+  fi
+  echo "$want" > "$stamp"
+}
+
+setup
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1}
+export WANDB_MODE=${WANDB_MODE:-offline} GRADIO_ANALYTICS_ENABLED=False TOKENIZERS_PARALLELISM=false
+cmd=${1:-quickstart}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  setup) echo "[launch] $VENV is ready" ;;
+  test) exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  *)
+    if [ "${NPROC:-1}" -gt 1 ]; then
+      exec "$VENV/bin/accelerate" launch --multi_gpu --num_processes "$NPROC" --num_machines 1 \
+        --mixed_precision no --dynamo_backend no -m svdtune.cli "$cmd" "$@"
+    fi
+    exec "$VENV/bin/svdtune" "$cmd" "$@" ;;
+esac

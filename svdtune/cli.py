@@ -1,0 +1,114 @@
+"""`svdtune <command> [--config file.yaml] [key=value ...]`
+
+Every command is a dataclass config (defaults < YAML file < dotted overrides) and a function.
+Bad input (unknown key, missing model folder, invalid value) ends with one `error:` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+
+from svdtune.errors import UserError
+
+log = logging.getLogger("svdtune")
+
+
+def _commands():
+    # Imported lazily so `svdtune --help` stays fast.
+    from svdtune.generate import GenerateConfig, run_generate
+    from svdtune.quickstart import QuickstartConfig, run_quickstart
+    from svdtune.train.reference.recipe import FamilyConfig, train_family
+
+    return {
+        "quickstart": (QuickstartConfig, run_quickstart),
+        "generate": (GenerateConfig, run_generate),
+        "train-reference": (FamilyConfig, train_family),
+    }
+
+
+HELP = {
+    "quickstart": "generate, score and report with the reference models",
+    "generate": "text-to-image: --prompt TEXT (repeatable) [model=ref-dit steps=30 ...]",
+    "train-reference": "train the reference model family from scratch (resumable)",
+    "info": "versions, device and the installed reference models",
+}
+
+
+def info() -> None:
+    import importlib.metadata as md
+
+    import torch
+
+    from svdtune.pipelines import REFERENCE_DIR, REFERENCE_MODELS
+
+    for pkg in ("svdtune", "torch", "diffusers", "transformers", "peft", "accelerate", "triton"):
+        try:
+            print(f"{pkg:14s} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            print(f"{pkg:14s} not installed")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"{'device':14s} {device}")
+    for name in (*REFERENCE_MODELS, "evaluator"):
+        path = REFERENCE_DIR / name
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.is_dir() else 0
+        state = f"{size:.1f} MiB at {path}" if size else "missing (./launch.sh train-reference)"
+        print(f"{name:14s} {state}")
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    for name in ("diffusers", "transformers", "huggingface_hub", "bitsandbytes"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="svdtune", description="4-bit SVDQuant diffusion + domain LoRA trainer")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, text in HELP.items():
+        p = sub.add_parser(name, help=text, description=text)
+        if name == "info":
+            continue
+        p.add_argument("--config", help="YAML config file (see configs/)")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. steps=30")
+        if name == "generate":
+            p.add_argument("--prompt", action="append", help="prompt text (repeat for several)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    _quiet_libraries()
+    try:
+        if args.command == "info":
+            info()
+            return 0
+        from svdtune.config import load_config
+
+        config_cls, run = _commands()[args.command]
+        overrides = list(args.overrides)
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise UserError(f"{bad[0]!r} is not a key=value override" +
+                            ("; pass prompts with --prompt" if args.command == "generate" else ""))
+        cfg = load_config(config_cls, args.config, overrides)
+        if getattr(args, "prompt", None):
+            cfg = load_config(config_cls, args.config, overrides + [f"prompts={json.dumps(args.prompt)}"])
+        result = run(cfg)
+        if result is not None:
+            print(f"svdtune {args.command}: wrote {result}")
+        return 0
+    except (UserError, ValueError) as e:
+        print(f"svdtune {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"svdtune {args.command}: interrupted (re-run to resume where supported)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

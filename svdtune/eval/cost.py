@@ -1,0 +1,56 @@
+"""Wall time and peak memory of a block of work (CUDA max allocated on GPU, peak RSS on CPU)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psutil
+import torch
+
+
+@dataclass
+class Cost:
+    seconds: float = 0.0
+    peak_bytes: int = 0
+    memory_kind: str = "rss"  # "rss" (CPU process peak resident set) or "cuda_allocated"
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_bytes / 2**20
+
+
+@contextmanager
+def measure(device: str | torch.device = "cpu", interval: float = 0.002):
+    """with measure(device) as cost: ...  -> cost.seconds, cost.peak_bytes filled on exit."""
+    cost = Cost()
+    cuda = torch.device(device).type == "cuda"
+    stop = threading.Event()
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        cost.memory_kind = "cuda_allocated"
+    else:
+        proc = psutil.Process()
+        cost.peak_bytes = proc.memory_info().rss
+
+        def sample():
+            while not stop.wait(interval):
+                cost.peak_bytes = max(cost.peak_bytes, proc.memory_info().rss)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+    start = time.perf_counter()
+    try:
+        yield cost
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)
+            cost.peak_bytes = torch.cuda.max_memory_allocated(device)
+        else:
+            stop.set()
+            sampler.join()
+            cost.peak_bytes = max(cost.peak_bytes, psutil.Process().memory_info().rss)
+        cost.seconds = time.perf_counter() - start

@@ -1,0 +1,52 @@
+"""Resumable training state: module weights (safetensors), optimizer/scheduler/EMA state, step.
+
+A checkpoint is a directory written beside it under a temporary name and renamed into place, so
+a run killed mid-save keeps its previous checkpoint. Optimizer state is loaded with
+`weights_only=True` (no arbitrary unpickling).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def save_training_state(directory: str | os.PathLike, step: int, modules: dict[str, torch.nn.Module],
+                        stateful: dict[str, object] | None = None) -> Path:
+    """Save `modules` (weights) and `stateful` objects (anything with state_dict) at `step`."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, module in modules.items():
+        state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        save_file(state, tmp / f"{name}.safetensors")
+    for name, obj in (stateful or {}).items():
+        torch.save(obj.state_dict(), tmp / f"{name}.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def load_training_state(directory: str | os.PathLike, modules: dict[str, torch.nn.Module],
+                        stateful: dict[str, object] | None = None) -> int:
+    """Restore a checkpoint written by save_training_state; returns its step (0 if none)."""
+    directory = Path(directory)
+    meta = directory / "state.json"
+    if not meta.is_file():
+        return 0
+    for name, module in modules.items():
+        module.load_state_dict(load_file(directory / f"{name}.safetensors"))
+    for name, obj in (stateful or {}).items():
+        obj.load_state_dict(torch.load(directory / f"{name}.pt", weights_only=True))
+    return int(json.loads(meta.read_text())["step"])

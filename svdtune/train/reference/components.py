@@ -1,0 +1,109 @@
+"""The reference family's parts, built from stock diffusers / transformers classes.
+
+ref-unet is a StableDiffusionPipeline (UNet2DConditionModel, AutoencoderKL, CLIPTextModel,
+CLIPTokenizer, DPM-Solver). ref-dit is a StableDiffusion3Pipeline (SD3Transformer2DModel, an MMDiT
+made of nn.Linear layers like FLUX) that shares the VAE and the CLIP text encoder (used as both of
+SD3's CLIP encoders, no T5). The tokenizer is a byte-level BPE trained on the world's captions.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,
+                       SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline,
+                       UNet2DConditionModel)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from svdtune.data import world
+
+MAX_TOKENS = 48
+LATENT_CHANNELS = 4
+
+
+def build_tokenizer(seed: int = 0) -> CLIPTokenizer:
+    """Byte-level BPE (CLIP's normaliser and pre-tokeniser) whose merges cover the world's words."""
+    rng = random.Random(seed)
+    corpus = [" ".join(sorted(world.VOCABULARY))] * 50
+    for _ in range(3000):
+        scene = world.sample_scene(rng, style=rng.choice(list(world.STYLES)), held_out="any")
+        corpus += [scene.detailed_caption(), scene.short_caption()]
+    tokenizer = CLIPTokenizer().train_new_from_iterator(corpus, vocab_size=2048)
+    tokenizer.model_max_length = MAX_TOKENS
+    return tokenizer
+
+
+def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModelWithProjection:
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, projection_dim=128,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModelWithProjection(config)
+
+
+def as_clip_text_model(encoder: CLIPTextModelWithProjection) -> CLIPTextModel:
+    """The same text transformer without the projection head (what StableDiffusionPipeline takes)."""
+    model = CLIPTextModel(encoder.config)
+    model.load_state_dict(encoder.text_model.state_dict())
+    return model
+
+
+def build_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS, sample_size=world.IMAGE_SIZE,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 128), layers_per_block=1, norm_num_groups=32,
+    )
+
+
+def latent_size(vae: AutoencoderKL) -> int:
+    return world.IMAGE_SIZE // 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def build_unet(sample_size: int, cross_attention_dim: int) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+        block_out_channels=(64, 128, 192), layers_per_block=1, norm_num_groups=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=32,
+    )
+
+
+def build_dit(sample_size: int, text_dim: int, pooled_dim: int) -> SD3Transformer2DModel:
+    return SD3Transformer2DModel(
+        sample_size=sample_size, patch_size=2, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+        num_layers=6, attention_head_dim=32, num_attention_heads=6, joint_attention_dim=2 * text_dim,
+        caption_projection_dim=192, pooled_projection_dim=2 * pooled_dim, pos_embed_max_size=8,
+        qk_norm="rms_norm",
+    )
+
+
+def ddpm_scheduler() -> DDPMScheduler:
+    # Stable Diffusion 1.x training schedule (epsilon prediction).
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False)
+
+
+def unet_pipeline(unet, vae, text_encoder, tokenizer) -> StableDiffusionPipeline:
+    scheduler = DPMSolverMultistepScheduler.from_config(ddpm_scheduler().config)
+    return StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=as_clip_text_model(text_encoder), tokenizer=tokenizer,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def dit_pipeline(transformer, vae, text_encoder, tokenizer) -> StableDiffusion3Pipeline:
+    return StableDiffusion3Pipeline(
+        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder, tokenizer_2=tokenizer,
+        text_encoder_3=None, tokenizer_3=None,
+    )
+
+
+def fp16_copy(module: torch.nn.Module) -> torch.nn.Module:
+    import copy
+    return copy.deepcopy(module).to(torch.float16)

@@ -1,0 +1,98 @@
+"""Train the reference family from scratch: evaluator, VAE, UNet + text encoder, DiT; export.
+
+    svdtune train-reference --config configs/reference/family.yaml [key=value ...]
+
+Stages run in order; each one checkpoints and resumes, and a finished stage is skipped on the next
+run, so the command can be re-run after an interruption. The export writes both pipelines and the
+evaluator in fp16 (diffusers / hub-mixin format) to `export_dir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from svdtune.config import atomic_write_text, save_config
+from svdtune.eval import world_evaluator as ev
+from svdtune.train.reference import components as C
+from svdtune.train.reference import stages as S
+from svdtune.train.reference.stages import StageConfig
+
+
+@dataclasses.dataclass
+class FamilyConfig:
+    seed: int = 0
+    output_dir: str = "runs/reference"
+    export_dir: str = "svdtune/assets/reference"
+    n_scenes: int = 60000
+    threads: int = 0  # 0: torch's default
+    evaluator: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1500, 64, 2e-3, 100))
+    vae: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(600, 32, 1e-3, 50))
+    unet: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(2000, 64, 4e-4, 100))
+    dit: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1500, 64, 4e-4, 100))
+
+
+def _stage(out: Path, name: str, modules: dict, train) -> dict:
+    """Run `train()` unless the stage's final weights exist; load them into `modules` either way."""
+    final = {k: out / f"{name}.{k}.safetensors" for k in modules}
+    if all(p.is_file() for p in final.values()):
+        for k, m in modules.items():
+            m.load_state_dict(load_file(final[k]))
+        return modules
+    start = time.time()
+    trained = train()
+    for k, m in trained.items():
+        S.save_module(m, final[k])
+    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+    timings[name] = round(time.time() - start, 1)
+    atomic_write_text(out / "timings.json", json.dumps(timings, indent=1))
+    return trained
+
+
+def train_family(cfg: FamilyConfig) -> Path:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output_dir)
+    save_config(cfg, out)
+    ckpt = out / "checkpoints"
+
+    evaluator = ev.WorldEvaluator()
+    _stage(out, "evaluator", {"model": evaluator},
+           lambda: {"model": S.train_evaluator(cfg.evaluator, cfg.seed, ckpt / "evaluator")})
+
+    vae = C.build_vae()
+    _stage(out, "vae", {"model": vae}, lambda: {"model": S.train_vae(cfg.vae, cfg.seed, ckpt / "vae")})
+    vae.eval().requires_grad_(False)
+    cache = S.cache_latents(vae, cfg.n_scenes, cfg.seed, out / "latents.safetensors")
+    S.set_latent_scale(vae, cache)
+
+    tokenizer = C.build_tokenizer(cfg.seed)
+    text_encoder = C.build_text_encoder(tokenizer)
+    unet = C.build_unet(C.latent_size(vae), text_encoder.config.hidden_size)
+
+    def train_unet():
+        u, te = S.train_unet(cfg.unet, cfg.seed, ckpt / "unet", vae, tokenizer, cache)
+        return {"unet": u, "text_encoder": te}
+
+    _stage(out, "unet", {"unet": unet, "text_encoder": text_encoder}, train_unet)
+    text_encoder.eval().requires_grad_(False)
+
+    dit = C.build_dit(C.latent_size(vae), text_encoder.config.hidden_size, text_encoder.config.projection_dim)
+    _stage(out, "dit", {"dit": dit},
+           lambda: {"dit": S.train_dit(cfg.dit, cfg.seed, ckpt / "dit", vae, tokenizer, text_encoder, cache)})
+
+    return export_family(Path(cfg.export_dir), evaluator, vae, tokenizer, text_encoder, unet, dit)
+
+
+def export_family(export_dir: Path, evaluator, vae, tokenizer, text_encoder, unet, dit) -> Path:
+    export_dir.mkdir(parents=True, exist_ok=True)
+    half = C.fp16_copy
+    C.unet_pipeline(half(unet), half(vae), half(text_encoder), tokenizer).save_pretrained(export_dir / "ref-unet")
+    C.dit_pipeline(half(dit), half(vae), half(text_encoder), tokenizer).save_pretrained(export_dir / "ref-dit")
+    half(evaluator).save_pretrained(export_dir / "evaluator")
+    return export_dir

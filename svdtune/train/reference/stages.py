@@ -1,0 +1,228 @@
+"""Training stages of the reference family: evaluator, VAE, latent cache, UNet (+ text encoder), DiT.
+
+Each stage is a plain loop over `fit`, which checkpoints every `save_every` steps and resumes from
+the last checkpoint. The batch of step s is drawn from a generator seeded by (seed, s), so a
+resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel, compute_snr
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from svdtune.data import world
+from svdtune.eval import world_evaluator as ev
+from svdtune.train.checkpoint import load_training_state, save_training_state
+from svdtune.train.reference import components as C
+
+
+@dataclasses.dataclass
+class StageConfig:
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    save_every: int = 200
+
+
+def step_rng(seed: int, step: int) -> tuple[random.Random, torch.Generator]:
+    gen = torch.Generator().manual_seed(seed * 7919 + step)
+    return random.Random(seed * 104_729 + step), gen
+
+
+def fit(name: str, modules: dict[str, torch.nn.Module], loss_fn: Callable[[int], torch.Tensor],
+        cfg: StageConfig, ckpt_dir: Path, ema: EMAModel | None = None) -> None:
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, cfg.warmup, cfg.steps)
+    stateful = {"optimizer": opt, "scheduler": sched} | ({"ema": ema} if ema is not None else {})
+    start = load_training_state(ckpt_dir, modules, stateful)
+    for m in modules.values():
+        m.train()
+    bar = tqdm(range(start, cfg.steps), desc=name, initial=start, total=cfg.steps, mininterval=5)
+    running = None
+    for step in bar:
+        loss = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.step(params)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}", refresh=False)
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save_training_state(ckpt_dir, step + 1, modules, stateful)
+    for m in modules.values():
+        m.eval()
+
+
+# ---------------------------------------------------------------- evaluator
+
+def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Noise, blur and colour jitter, so the evaluator also reads imperfect generated images."""
+    n = len(images)
+    u = torch.rand(n, 4, generator=gen)
+    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    mix = (u[:, 0] * (u[:, 1] < 0.4)).view(n, 1, 1, 1)
+    images = images * (1 - mix) + blurred * mix
+    images = images * (1 + 0.1 * (u[:, 2:3, None, None] - 0.5))
+    sigma = (0.06 * u[:, 3] * (u[:, 1] > 0.5)).view(n, 1, 1, 1)
+    images = images + sigma * torch.randn(images.shape, generator=gen)
+    return images.clamp(0, 1)
+
+
+def random_scenes(rng: random.Random, n: int, styles=tuple(world.STYLES), held_out: str = "any") -> list:
+    return [world.sample_scene(rng, style=rng.choice(styles), held_out=held_out) for _ in range(n)]
+
+
+def train_evaluator(cfg: StageConfig, seed: int, ckpt_dir: Path) -> ev.WorldEvaluator:
+    torch.manual_seed(seed)
+    model = ev.WorldEvaluator()
+
+    def loss_fn(step):
+        rng, gen = step_rng(seed, step)
+        scenes = random_scenes(rng, cfg.batch_size)
+        images = augment(torch.from_numpy(world.render_batch(scenes)), gen)
+        return ev.loss(model(images), ev.targets(scenes))
+
+    fit("evaluator", {"evaluator": model}, loss_fn, cfg, ckpt_dir)
+    return model
+
+
+# ---------------------------------------------------------------- VAE
+
+def train_vae(cfg: StageConfig, seed: int, ckpt_dir: Path, kl_weight: float = 1e-6):
+    torch.manual_seed(seed)
+    vae = C.build_vae()
+
+    def loss_fn(step):
+        rng, gen = step_rng(seed, step)
+        x = torch.from_numpy(world.render_batch(random_scenes(rng, cfg.batch_size))) * 2 - 1
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=gen)).sample
+        return F.l1_loss(recon, x) + F.mse_loss(recon, x) + kl_weight * posterior.kl().mean()
+
+    fit("vae", {"vae": vae}, loss_fn, cfg, ckpt_dir)
+    return vae
+
+
+@torch.no_grad()
+def cache_latents(vae, n_scenes: int, seed: int, path: Path, batch_size: int = 256) -> dict:
+    """Encode `n_scenes` plain training scenes (held-out pairs excluded) once; store mean and std."""
+    if path.is_file():
+        return load_file(path)
+    mean, std = [], []
+    for i in tqdm(range(0, n_scenes, batch_size), desc="cache latents", mininterval=5):
+        scenes = [world.sample_scene(world.scene_rng(seed, j), style="plain")
+                  for j in range(i, min(i + batch_size, n_scenes))]
+        x = torch.from_numpy(world.render_batch(scenes)) * 2 - 1
+        dist = vae.encode(x).latent_dist
+        mean.append(dist.mean.half())
+        std.append(dist.std.half())
+    cache = {"mean": torch.cat(mean).contiguous(), "std": torch.cat(std).contiguous()}
+    tmp = path.with_suffix(".tmp")
+    save_file(cache, tmp)
+    tmp.rename(path)
+    return cache
+
+
+def set_latent_scale(vae, cache: dict) -> None:
+    """SD-style latent normalisation: shift = mean, scale = 1 / std of the cached latents."""
+    z = cache["mean"].float()
+    vae.register_to_config(shift_factor=float(z.mean()), scaling_factor=float(1.0 / z.std()))
+
+
+def caption_batch(seed: int, indices: list[int], rng: random.Random, p_short: float, p_drop: float) -> list[str]:
+    captions = []
+    for j in indices:
+        scene = world.sample_scene(world.scene_rng(seed, j), style="plain")
+        order = list(range(len(scene.objects)))
+        rng.shuffle(order)
+        scene = dataclasses.replace(scene, caption_order=tuple(order))
+        u = rng.random()
+        captions.append("" if u < p_drop else scene.short_caption() if u < p_drop + p_short else scene.detailed_caption())
+    return captions
+
+
+def sample_latents(cache: dict, indices: list[int], gen: torch.Generator) -> torch.Tensor:
+    mean, std = cache["mean"][indices].float(), cache["std"][indices].float()
+    return mean + std * torch.randn(mean.shape, generator=gen)
+
+
+# ---------------------------------------------------------------- denoisers
+
+def train_unet(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, cache: dict,
+               p_short: float = 0.25, p_drop: float = 0.1, snr_gamma: float = 5.0, ema_decay: float = 0.999):
+    """UNet and text encoder trained jointly with the epsilon loss (min-SNR weighted)."""
+    torch.manual_seed(seed)
+    text_encoder = C.build_text_encoder(tokenizer)
+    unet = C.build_unet(C.latent_size(vae), text_encoder.config.hidden_size)
+    scheduler = C.ddpm_scheduler()
+    ema = EMAModel(list(unet.parameters()) + list(text_encoder.parameters()), decay=ema_decay)
+    n = len(cache["mean"])
+
+    def loss_fn(step):
+        rng, gen = step_rng(seed, step)
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen).tolist()
+        latents = sample_latents(cache, idx, gen) * vae.config.scaling_factor
+        ids = tokenizer(caption_batch(seed, idx, rng, p_short, p_drop), padding="max_length",
+                        max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+        pred = unet(scheduler.add_noise(latents, noise, t), t, text_encoder(ids).last_hidden_state).sample
+        snr = compute_snr(scheduler, t)
+        weight = torch.minimum(snr, torch.full_like(snr, snr_gamma)) / snr
+        return (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
+
+    fit("unet", {"unet": unet, "text_encoder": text_encoder}, loss_fn, cfg, ckpt_dir, ema)
+    ema.copy_to(list(unet.parameters()) + list(text_encoder.parameters()))
+    return unet, text_encoder
+
+
+def train_dit(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, text_encoder, cache: dict,
+              p_short: float = 0.25, p_drop: float = 0.1, ema_decay: float = 0.999):
+    """SD3 transformer with rectified flow (logit-normal timesteps); the text encoder stays frozen."""
+    torch.manual_seed(seed + 1)
+    text_dim, pooled_dim = text_encoder.config.hidden_size, text_encoder.config.projection_dim
+    dit = C.build_dit(C.latent_size(vae), text_dim, pooled_dim)
+    pipe = C.dit_pipeline(dit, vae, text_encoder.requires_grad_(False), tokenizer)
+    ema = EMAModel(list(dit.parameters()), decay=ema_decay)
+    n = len(cache["mean"])
+
+    def loss_fn(step):
+        rng, gen = step_rng(seed + 1, step)
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen).tolist()
+        x0 = (sample_latents(cache, idx, gen) - vae.config.shift_factor) * vae.config.scaling_factor
+        with torch.no_grad():
+            embeds, _, pooled, _ = pipe.encode_prompt(caption_batch(seed, idx, rng, p_short, p_drop), None, None,
+                                                      do_classifier_free_guidance=False)
+        noise = torch.randn(x0.shape, generator=gen)
+        sigma = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen)).view(-1, 1, 1, 1)
+        xt = (1 - sigma) * x0 + sigma * noise
+        pred = dit(xt, embeds, pooled, sigma.flatten() * 1000).sample
+        return F.mse_loss(pred, noise - x0)
+
+    fit("dit", {"dit": dit}, loss_fn, cfg, ckpt_dir, ema)
+    ema.copy_to(list(dit.parameters()))
+    return dit
+
+
+def save_module(module: torch.nn.Module, path: Path) -> None:
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path)
+
+
+def as_array(images) -> np.ndarray:
+    return np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
