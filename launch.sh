@@ -18,16 +18,20 @@ setup() {
   want=$(cat pyproject.toml launch.sh | sha256sum | cut -c1-16)
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
   echo "[launch] installing svdtune into $VENV (first run takes a few minutes)" >&2
-  local pip=("$VENV/bin/python" -m pip install --quiet)
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    "${pip[@]}" -e ".[demo,dev]"
+    pip_install -e ".[demo,dev]"
   else
-    "${pip[@]}" "torch==2.13.0"
+    pip_install "torch==2.13.0"
     local constraints="$VENV/torch-constraint.txt"
     echo "torch==2.13.0" > "$constraints"
-    "${pip[@]}" -c "$constraints" -e ".[demo,dev]"
+    pip_install -c "$constraints" -e ".[demo,dev]"
   fi
   echo "$want" > "$stamp"
+}
+
+# pip, minus the warnings about index locations that do not exist on this kind of machine
+pip_install() {
+  "$VENV/bin/python" -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 
 setup

@@ -82,10 +82,10 @@ def slug(text: str, n: int = 48) -> str:
 
 
 def run_generate(cfg: GenerateConfig) -> Path:
-    from svdtune.pipelines import is_reference, load_pipeline
+    from svdtune.pipelines import is_world_model, load_pipeline
 
     out = Path(cfg.output_dir)
-    if is_reference(cfg.model):
+    if is_world_model(cfg.model):
         warn_unknown_words(cfg.prompts)
     pipe = load_pipeline(cfg.model, cfg.dtype, cfg.device)
     save_config(cfg, out)

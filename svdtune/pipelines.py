@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from svdtune.errors import UserError
 
 REFERENCE_DIR = Path(__file__).parent / "assets" / "reference"
 REFERENCE_MODELS = ("ref-unet", "ref-dit")
+WORLD_MARKER = "world.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -38,9 +40,23 @@ def load_pipeline(name_or_path: str, dtype: str = "float32", device: str = "cpu"
 
     if dtype not in DTYPES:
         raise UserError(f"dtype {dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
-    pipe = DiffusionPipeline.from_pretrained(resolve_model(name_or_path), torch_dtype=DTYPES[dtype])
+    path = resolve_model(name_or_path)
+    pipe = DiffusionPipeline.from_pretrained(path, dtype=DTYPES[dtype], **absent_components(path))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def absent_components(path: str) -> dict:
+    """Components a local pipeline was saved without (e.g. SD3's T5), to pass as None.
+
+    diffusers writes them as [null, null] in model_index.json but will not load the folder
+    unless they are passed explicitly (`text_encoder_3=None, tokenizer_3=None` for SD3).
+    """
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        return {}
+    entries = json.loads(index.read_text())
+    return {k: None for k, v in entries.items() if isinstance(v, list) and v == [None, None]}
 
 
 def load_evaluator(path: str | os.PathLike | None = None):
@@ -53,5 +69,9 @@ def load_evaluator(path: str | os.PathLike | None = None):
     return WorldEvaluator.from_pretrained(str(path)).float().eval()
 
 
-def is_reference(name_or_path: str) -> bool:
-    return name_or_path in REFERENCE_MODELS or Path(name_or_path).resolve().parent == REFERENCE_DIR.resolve()
+def is_world_model(name_or_path: str) -> bool:
+    """True for pipelines trained on the reference world (the export writes WORLD_MARKER)."""
+    try:
+        return (Path(resolve_model(name_or_path)) / WORLD_MARKER).is_file()
+    except UserError:
+        return False

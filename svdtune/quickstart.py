@@ -21,7 +21,7 @@ from svdtune.config import atomic_write_text, save_config
 from svdtune.eval.cost import measure
 from svdtune.eval.grid import save_grid
 from svdtune.eval.world_bench import SUITES, alignment, prompt_suite, render_scenes
-from svdtune.generate import generate_images
+from svdtune.generate import generate_images, slug
 
 METRICS = ("colour", "shape", "size", "position", "all")
 
@@ -29,6 +29,7 @@ METRICS = ("colour", "shape", "size", "position", "all")
 @dataclasses.dataclass
 class QuickstartConfig:
     models: list[str] = dataclasses.field(default_factory=lambda: ["ref-unet", "ref-dit"])
+    evaluator: str = ""  # world evaluator folder; empty: the shipped one
     suites: list[str] = dataclasses.field(default_factory=lambda: ["single", "two", "held-out single"])
     prompts_per_suite: int = 16
     steps: int = 20
@@ -46,6 +47,10 @@ class QuickstartConfig:
                 raise ValueError(f"suites: {s!r} is not a prompt suite; expected one of {', '.join(SUITES)}")
         if self.steps <= 0 or self.prompts_per_suite <= 0 or self.latency_repeats <= 0:
             raise ValueError("steps, prompts_per_suite and latency_repeats must be positive integers")
+
+
+def grid_name(model: str) -> str:
+    return f"{slug(Path(model).name)}-grid.png"
 
 
 def model_cost(pipe, steps: int, repeats: int, device: str) -> dict:
@@ -76,7 +81,7 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
 
     out = Path(cfg.output_dir)
     save_config(cfg, out)
-    evaluator = load_evaluator()
+    evaluator = load_evaluator(cfg.evaluator or None)
     suites = {name: prompt_suite(name, cfg.prompts_per_suite) for name in cfg.suites}
     prompts = {name: [s.detailed_caption() for s in scenes] for name, scenes in suites.items()}
     results = {"alignment": {"rendered (ceiling)": {n: alignment(evaluator, render_scenes(s), prompts[n])
@@ -90,7 +95,7 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
             results["alignment"][model][name] = alignment(evaluator, images, prompts[name])
             grid_images.append(images[:8])
             grid_captions += prompts[name][:8]
-        save_grid(out / f"{model}-grid.png", np.concatenate(grid_images), grid_captions, ncols=8, scale=3)
+        save_grid(out / grid_name(model), np.concatenate(grid_images), grid_captions, ncols=8, scale=3)
         del pipe
     results["settings"] = dataclasses.asdict(cfg) | {"torch": torch.__version__, "threads": torch.get_num_threads(),
                                                     "machine": platform.processor() or platform.machine()}
@@ -122,5 +127,5 @@ def report(results: dict, cfg: QuickstartConfig) -> str:
         "`all`: every object has the right shape, colour, size and place, and nothing extra is drawn.", "",
         alignment_table(results["alignment"]), "",
         "## Cost (batch 1, warm, median)", "", *cost, "",
-        "## Images", "", *[f"![{m}]({m}-grid.png)" for m in results["cost"]], "",
+        "## Images", "", *[f"![{m}]({grid_name(m)})" for m in results["cost"]], "",
     ])

@@ -1,17 +1,39 @@
 import logging
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
-import pytest  # noqa: E402
+from svdtune.pipelines import REFERENCE_DIR  # noqa: E402
+
+SHIPPED = (REFERENCE_DIR / "ref-unet" / "model_index.json").is_file()
+needs_shipped_weights = pytest.mark.skipif(
+    not SHIPPED, reason=f"reference weights not in {REFERENCE_DIR} (./launch.sh train-reference)")
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory):
+    """The reference-family recipe run end to end for 2 steps per stage: (config, export dir)."""
+    from svdtune.config import load_config
+    from svdtune.train.reference.recipe import FamilyConfig, train_family
+
+    root = tmp_path_factory.mktemp("family")
+    tiny = ["n_scenes=8"] + [f"{s}.{k}={v}" for s in ("evaluator", "vae", "unet", "dit")
+                             for k, v in (("steps", 2), ("batch_size", 2), ("warmup", 1), ("save_every", 1))]
+    cfg = load_config(FamilyConfig, "configs/reference/family.yaml",
+                      [f"output_dir={root / 'run'}", f"export_dir={root / 'export'}", *tiny])
+    return cfg, train_family(cfg)
 
 
 @pytest.fixture(scope="session")
 def reference_evaluator():
     from svdtune.pipelines import load_evaluator
 
+    if not SHIPPED:
+        pytest.skip(f"reference weights not in {REFERENCE_DIR} (./launch.sh train-reference)")
     return load_evaluator()

@@ -29,9 +29,10 @@ def test_bad_input_is_one_clear_line(args, message, capsys):
     assert message in err and "Traceback" not in err
 
 
-def test_generate_warns_on_unknown_words_and_still_writes_images(tmp_path):
+def test_generate_warns_on_unknown_words_and_still_writes_images(tmp_path, tiny_family):
+    model = tiny_family[1] / "ref-unet"
     r = _cli("generate", "--prompt", "a red dragon at the top left", "--prompt", "a blue square",
-             "steps=2", f"output_dir={tmp_path}")
+             f"model={model}", "steps=2", f"output_dir={tmp_path}")
     assert r.returncode == 0, r.stderr
     assert "does not know: dragon" in r.stderr and "Traceback" not in r.stderr
     records = json.loads((tmp_path / "images.json").read_text())

@@ -30,7 +30,10 @@ def prompt_suite(category: str, n: int, seed: int = EVAL_SEED) -> list[world.Sce
 
 
 def alignment(evaluator: ev.WorldEvaluator, images: np.ndarray | torch.Tensor, prompts: list[str]) -> dict[str, float]:
-    """Mean alignment scores (percent) of images (NxHxWx3 in [0, 1]) with the prompts they were made for."""
+    """Mean alignment scores (percent) of images with the prompts they were made for.
+
+    images: NxHxWx3 numpy or Nx3xHxW torch, values in [0, 1].
+    """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images).permute(0, 3, 1, 2)
     preds = ev.predict(evaluator, images.float())

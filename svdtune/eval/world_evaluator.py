@@ -94,19 +94,21 @@ def score(pred: Prediction, expected: list[dict], style: str | None = None) -> d
     """Alignment of one image with the objects a prompt asked for (world.parse_prompt format).
 
     Per attribute: the fraction of asked-for objects that have it right (attributes the prompt
-    leaves out count as right). An object with a position is judged at its cell; one without is
-    matched to the detected object that agrees with it most. `count` is 1 when the number of
-    detected objects equals the number asked for; `all` is 1 when every object is fully right and
-    the count is right (and the style, when one is given).
+    leaves out count as right). An object is judged at its cell when the prompt gives one and that
+    cell holds an object; otherwise it is matched to the detected object that agrees with it most
+    (so a right object in the wrong place counts for shape, colour and size, not for position).
+    `count` is 1 when the number of detected objects equals the number asked for; `all` is 1 when
+    every object is fully right and the count is right (and the style, when one is given).
     """
     per_attr = {a: [] for a in ATTRIBUTES}
     for obj in expected:
-        if "position" in obj:
-            found = pred.at(obj["position"])
-        else:
-            found = max(pred.objects, key=lambda o: sum(o[a] == obj.get(a) for a in ATTRIBUTES), default=None)
+        at_cell = pred.at(obj["position"]) if "position" in obj else None
+        found = at_cell or max(pred.objects, key=lambda o: sum(o[a] == obj.get(a) for a in ATTRIBUTES), default=None)
         for a in ATTRIBUTES:
-            ok = found is not None and (a not in obj or found[a] == obj[a])
+            if a == "position":
+                ok = found is not None and ("position" not in obj or at_cell is not None)
+            else:
+                ok = found is not None and (a not in obj or found[a] == obj[a])
             per_attr[a].append(float(ok))
     result = {a: sum(v) / max(len(v), 1) for a, v in per_attr.items()}
     result["count"] = float(len(pred.objects) == len(expected))

@@ -1,12 +1,10 @@
 import random
 
-import numpy as np
-import pytest
 import torch
 
 from svdtune.data import world
 from svdtune.eval import world_evaluator as ev
-from svdtune.eval.world_bench import alignment, prompt_suite, render_scenes
+from svdtune.eval.world_bench import alignment, render_scenes
 
 
 def _pred(*objects, style="plain"):
@@ -21,7 +19,8 @@ def test_score_judges_each_attribute_at_the_asked_place():
     s = ev.score(wrong_colour, asked)
     assert s["colour"] == 0.5 and s["shape"] == 1 and s["all"] == 0
     moved = _pred(("circle", "red", "large", "center"), ("square", "blue", "small", "right"))
-    assert ev.score(moved, asked)["position"] == 0.5
+    s = ev.score(moved, asked)
+    assert s["position"] == 0.5 and s["colour"] == 1 and s["shape"] == 1 and s["all"] == 0
     extra = _pred(("circle", "red", "large", "top left"), ("square", "blue", "small", "right"), ("cross", "red", "small", "top"))
     s = ev.score(extra, asked)
     assert s["count"] == 0 and s["all"] == 0 and s["colour"] == 1

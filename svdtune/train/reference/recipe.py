@@ -18,7 +18,9 @@ import torch
 from safetensors.torch import load_file
 
 from svdtune.config import atomic_write_text, save_config
+from svdtune.data import world
 from svdtune.eval import world_evaluator as ev
+from svdtune.pipelines import WORLD_MARKER
 from svdtune.train.reference import components as C
 from svdtune.train.reference import stages as S
 from svdtune.train.reference.stages import StageConfig
@@ -32,9 +34,9 @@ class FamilyConfig:
     n_scenes: int = 60000
     threads: int = 0  # 0: torch's default
     evaluator: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1500, 64, 2e-3, 100))
-    vae: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(600, 32, 1e-3, 50))
-    unet: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(2000, 64, 4e-4, 100))
-    dit: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1500, 64, 4e-4, 100))
+    vae: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(800, 16, 5e-4, 50))
+    unet: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1200, 64, 4e-4, 100))
+    dit: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1000, 64, 4e-4, 100))
 
 
 def _stage(out: Path, name: str, modules: dict, train) -> dict:
@@ -94,5 +96,9 @@ def export_family(export_dir: Path, evaluator, vae, tokenizer, text_encoder, une
     half = C.fp16_copy
     C.unet_pipeline(half(unet), half(vae), half(text_encoder), tokenizer).save_pretrained(export_dir / "ref-unet")
     C.dit_pipeline(half(dit), half(vae), half(text_encoder), tokenizer).save_pretrained(export_dir / "ref-dit")
+    marker = json.dumps({"world": "svdtune reference world", "image_size": world.IMAGE_SIZE,
+                         "styles": list(world.STYLES), "held_out": sorted(map(list, world.HELD_OUT))}, indent=1)
+    for name in ("ref-unet", "ref-dit"):
+        atomic_write_text(export_dir / name / WORLD_MARKER, marker)
     half(evaluator).save_pretrained(export_dir / "evaluator")
     return export_dir

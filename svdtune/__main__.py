@@ -1,0 +1,5 @@
+import sys
+
+from svdtune.cli import main
+
+sys.exit(main())

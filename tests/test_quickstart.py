@@ -1,0 +1,25 @@
+import json
+
+from PIL import Image
+
+from svdtune.config import load_config
+from svdtune.quickstart import QuickstartConfig, run_quickstart
+
+
+def test_quickstart_writes_report_grid_and_config(tmp_path, tiny_family):
+    export = tiny_family[1]
+    model = str(export / "ref-dit")
+    cfg = load_config(QuickstartConfig, "configs/quickstart.yaml",
+                      [f"output_dir={tmp_path}", "prompts_per_suite=2", "steps=2", "latency_repeats=1",
+                       f"models=[{model}]", f"evaluator={export / 'evaluator'}", "suites=[single, two]"])
+    out = run_quickstart(cfg)
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["alignment"]) == {"rendered (ceiling)", model}
+    assert set(results["alignment"][model]) == {"single", "two"}
+    cost = results["cost"][model]
+    assert cost["latency_s"] > 0 and cost["peak_rss_mib"] > 0 and cost["disk_mib"] > 1
+    report = (out / "report.md").read_text()
+    assert f"| {model} | two |" in report
+    assert len(list(out.glob("*-grid.png"))) == 1
+    assert Image.open(next(out.glob("*-grid.png"))).size[0] > 100
+    assert (out / "config.yaml").is_file()
