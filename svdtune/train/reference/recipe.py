@@ -39,21 +39,18 @@ class FamilyConfig:
     dit: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1000, 64, 4e-4, 100))
 
 
-def _stage(out: Path, name: str, modules: dict, train) -> dict:
-    """Run `train()` unless the stage's final weights exist; load them into `modules` either way."""
+def _stage(out: Path, name: str, modules: dict, train) -> None:
+    """Run `train()` unless the stage's final weights exist, then load them into `modules`."""
     final = {k: out / f"{name}.{k}.safetensors" for k in modules}
-    if all(p.is_file() for p in final.values()):
-        for k, m in modules.items():
-            m.load_state_dict(load_file(final[k]))
-        return modules
-    start = time.time()
-    trained = train()
-    for k, m in trained.items():
-        S.save_module(m, final[k])
-    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
-    timings[name] = round(time.time() - start, 1)
-    atomic_write_text(out / "timings.json", json.dumps(timings, indent=1))
-    return trained
+    if not all(p.is_file() for p in final.values()):
+        start = time.time()
+        for k, m in train().items():
+            S.save_module(m, final[k])
+        timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+        timings[name] = round(time.time() - start, 1)
+        atomic_write_text(out / "timings.json", json.dumps(timings, indent=1))
+    for k, m in modules.items():
+        m.load_state_dict(load_file(final[k]))
 
 
 def train_family(cfg: FamilyConfig) -> Path:
@@ -70,8 +67,7 @@ def train_family(cfg: FamilyConfig) -> Path:
     vae = C.build_vae()
     _stage(out, "vae", {"model": vae}, lambda: {"model": S.train_vae(cfg.vae, cfg.seed, ckpt / "vae")})
     vae.eval().requires_grad_(False)
-    cache = S.cache_latents(vae, cfg.n_scenes, cfg.seed, out / "latents.safetensors")
-    S.set_latent_scale(vae, cache)
+    cache = S.normalize_latents(vae, S.cache_latents(vae, cfg.n_scenes, cfg.seed, out / "latents.safetensors"))
 
     tokenizer = C.build_tokenizer(cfg.seed)
     text_encoder = C.build_text_encoder(tokenizer)

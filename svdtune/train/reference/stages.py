@@ -146,10 +146,26 @@ def cache_latents(vae, n_scenes: int, seed: int, path: Path, batch_size: int = 2
     return cache
 
 
-def set_latent_scale(vae, cache: dict) -> None:
-    """SD-style latent normalisation: shift = mean, scale = 1 / std of the cached latents."""
+@torch.no_grad()
+def normalize_latents(vae, cache: dict) -> dict:
+    """Make the VAE's latents zero-mean, unit-std per channel by folding the statistics of the
+    cached latents into its quant_conv / post_quant_conv (exact, so scaling_factor = 1, shift = 0).
+
+    The raw channel means sit up to 3.5 std away from 0; an epsilon-prediction UNet sampled from
+    pure noise then misses that offset and every image gets a colour cast. Returns the cache in
+    the normalised space.
+    """
     z = cache["mean"].float()
-    vae.register_to_config(shift_factor=float(z.mean()), scaling_factor=float(1.0 / z.std()))
+    mu, sigma = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
+    c = len(mu)
+    enc, dec = vae.quant_conv, vae.post_quant_conv  # 1x1 convs: moments (2c) and latent (c)
+    enc.weight[:c] /= sigma.view(-1, 1, 1, 1)
+    enc.bias[:c] = (enc.bias[:c] - mu) / sigma
+    enc.bias[c:] -= 2 * torch.log(sigma)  # log-variance of the rescaled posterior
+    dec.bias += (dec.weight[:, :, 0, 0] @ mu)
+    dec.weight *= sigma.view(1, -1, 1, 1)
+    vae.register_to_config(scaling_factor=1.0, shift_factor=0.0)
+    return {"mean": ((z - mu.view(1, -1, 1, 1)) / sigma.view(1, -1, 1, 1)).half()}
 
 
 def caption_batch(seed: int, indices: list[int], rng: random.Random, p_short: float, p_drop: float) -> list[str]:
@@ -183,7 +199,7 @@ def train_unet(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, cach
     def loss_fn(step):
         rng, gen = step_rng(seed, step)
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen).tolist()
-        latents = cached_latents(cache, idx) * vae.config.scaling_factor
+        latents = cached_latents(cache, idx)  # normalised: scaling_factor 1, shift 0
         ids = tokenizer(caption_batch(seed, idx, rng, p_short, p_drop), padding="max_length",
                         max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
         noise = torch.randn(latents.shape, generator=gen)
@@ -211,7 +227,7 @@ def train_dit(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, text_
     def loss_fn(step):
         rng, gen = step_rng(seed + 1, step)
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen).tolist()
-        x0 = (cached_latents(cache, idx) - vae.config.shift_factor) * vae.config.scaling_factor
+        x0 = cached_latents(cache, idx)
         with torch.no_grad():
             embeds, _, pooled, _ = pipe.encode_prompt(caption_batch(seed, idx, rng, p_short, p_drop), None, None,
                                                       do_classifier_free_guidance=False)
