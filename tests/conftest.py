@@ -12,8 +12,8 @@ logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 from svdtune.pipelines import REFERENCE_DIR  # noqa: E402
 
 SHIPPED = (REFERENCE_DIR / "ref-unet" / "model_index.json").is_file()
-needs_shipped_weights = pytest.mark.skipif(
-    not SHIPPED, reason=f"reference weights not in {REFERENCE_DIR} (./launch.sh train-reference)")
+NOT_SHIPPED = f"reference weights not in {REFERENCE_DIR} (./launch.sh train-reference)"
+needs_shipped_weights = pytest.mark.skipif(not SHIPPED, reason=NOT_SHIPPED)
 
 
 @pytest.fixture(scope="session")
@@ -35,5 +35,5 @@ def reference_evaluator():
     from svdtune.pipelines import load_evaluator
 
     if not SHIPPED:
-        pytest.skip(f"reference weights not in {REFERENCE_DIR} (./launch.sh train-reference)")
+        pytest.skip(NOT_SHIPPED)
     return load_evaluator()

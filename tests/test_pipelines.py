@@ -6,7 +6,7 @@ from diffusers import DiffusionPipeline, StableDiffusion3Pipeline, StableDiffusi
 from svdtune.errors import UserError
 from svdtune.generate import generate_images
 from svdtune.pipelines import REFERENCE_DIR, absent_components, load_pipeline, resolve_model
-from tests.conftest import SHIPPED, needs_shipped_weights
+from tests.conftest import NOT_SHIPPED, SHIPPED, needs_shipped_weights
 
 PROMPTS = ["a large red circle at the top left, on a white background", "a small blue cross in the center, on a white background"]
 
@@ -24,7 +24,7 @@ def test_reference_pipelines_reload_offline_with_stock_classes(name, cls, monkey
 def test_generation_is_deterministic_for_a_seed(name, source, request):
     if source == "shipped":
         if not SHIPPED:
-            pytest.skip("reference weights not trained yet")
+            pytest.skip(NOT_SHIPPED)
         pipe = load_pipeline(name)
     else:
         pipe = load_pipeline(str(request.getfixturevalue("tiny_family")[1] / name))

@@ -2,8 +2,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from diffusers import DiffusionPipeline
+from safetensors.torch import load_file
 
 from svdtune.data import world
 from svdtune.pipelines import WORLD_MARKER, absent_components, is_world_model, load_evaluator
@@ -17,15 +17,17 @@ def test_family_recipe_trains_exports_and_skips_finished_stages(tiny_family):
     assert set(timings) == {"evaluator", "vae", "unet", "dit"}
     assert "steps: 2" in (run / "config.yaml").read_text()
 
+    pipes = {}
     for name in ("ref-unet", "ref-dit"):
-        pipe = DiffusionPipeline.from_pretrained(export / name, dtype=torch.float32, **absent_components(export / name))
+        pipe = pipes[name] = DiffusionPipeline.from_pretrained(export / name, dtype=torch.float32,
+                                                               **absent_components(export / name))
         out = pipe("a red circle", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0))
         assert out.images.shape == (1, 48, 48, 3)
         assert (export / name / WORLD_MARKER).is_file() and is_world_model(str(export / name))
     assert load_evaluator(export / "evaluator").feature_dim == 128
 
     # What was trained is what was used downstream and exported (not a fresh copy).
-    exported = DiffusionPipeline.from_pretrained(export / "ref-unet", dtype=torch.float32)
+    exported = pipes["ref-unet"]
     for component, stage_file in ((exported.unet, "unet.unet"), (exported.vae.encoder, "vae.model")):
         trained = load_file(run / f"{stage_file}.safetensors")
         prefix = "encoder." if stage_file == "vae.model" else ""
