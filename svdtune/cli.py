@@ -21,19 +21,23 @@ log = logging.getLogger("svdtune")
 def _commands():
     # Imported lazily so `svdtune --help` stays fast.
     from svdtune.generate import GenerateConfig, run_generate
+    from svdtune.quant.job import QuantizeJobConfig, run_quantize
     from svdtune.quickstart import QuickstartConfig, run_quickstart
     from svdtune.train.reference.recipe import FamilyConfig, train_family
 
     return {
         "quickstart": (QuickstartConfig, run_quickstart),
         "generate": (GenerateConfig, run_generate),
-        "train-reference": (FamilyConfig, train_family),
+        "quantize": (QuantizeJobConfig, run_quantize),
+        "quantize": "SVDQuant W4A4 (or a baseline) a pipeline's denoiser: calibrate, fit, save",
+    "train-reference": (FamilyConfig, train_family),
     }
 
 
 HELP = {
     "quickstart": "generate, score and report with the reference models",
     "generate": "text-to-image: --prompt TEXT (repeatable) [model=ref-dit steps=30 ...]",
+    "quantize": "SVDQuant W4A4 (or a baseline) a pipeline's denoiser: calibrate, fit, save",
     "train-reference": "train the reference model family from scratch (resumable)",
     "info": "versions, device and the installed reference models",
 }

@@ -16,6 +16,7 @@ from svdtune.config import atomic_write_text, save_config
 from svdtune.data import world
 from svdtune.errors import UserError
 from svdtune.eval.cost import measure
+from svdtune.pipelines import call_kwargs
 
 log = logging.getLogger("svdtune")
 
@@ -67,7 +68,7 @@ def generate_images(pipe, prompts: list[str], steps: int, guidance_scale: float,
         gens = [torch.Generator("cpu").manual_seed(seed + start + i) for i in range(len(chunk))]
         with measure(device) as cost:
             out = pipe(prompt=chunk, num_inference_steps=steps, guidance_scale=guidance_scale,
-                       generator=gens, output_type="np")
+                       generator=gens, output_type="np", **call_kwargs(pipe))
         images.append(out.images)
         per_image += [cost.seconds / len(chunk)] * len(chunk)
     return np.concatenate(images).astype(np.float32), per_image

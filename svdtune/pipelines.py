@@ -43,7 +43,15 @@ def load_pipeline(name_or_path: str, dtype: str = "float32", device: str = "cpu"
     path = resolve_model(name_or_path)
     pipe = DiffusionPipeline.from_pretrained(path, dtype=DTYPES[dtype], **absent_components(path))
     pipe.set_progress_bar_config(disable=True)
+    marker = Path(path) / WORLD_MARKER
+    pipe.svdtune_call_kwargs = json.loads(marker.read_text()).get("pipeline_kwargs", {}) if marker.is_file() else {}
     return pipe.to(device)
+
+
+def call_kwargs(pipe) -> dict:
+    """Arguments a model must be called with (its world.json "pipeline_kwargs"; e.g. ref-dit has no
+    T5 and runs with max_sequence_length=0 instead of SD3's 256 zero tokens)."""
+    return dict(getattr(pipe, "svdtune_call_kwargs", {}))
 
 
 def absent_components(path: str) -> dict:

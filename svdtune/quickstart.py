@@ -22,6 +22,7 @@ from svdtune.eval.cost import measure
 from svdtune.eval.grid import save_grid
 from svdtune.eval.world_bench import SUITES, alignment, prompt_suite, render_scenes
 from svdtune.generate import generate_images, slug
+from svdtune.pipelines import call_kwargs
 
 METRICS = ("colour", "shape", "size", "position", "all")
 
@@ -60,7 +61,7 @@ def model_cost(pipe, steps: int, repeats: int, device: str) -> dict:
         for r in range(repeats):
             with measure(device) as cost:
                 pipe(prompt="a large red circle in the center, on a white background", num_inference_steps=n_steps,
-                     generator=torch.Generator().manual_seed(r), output_type="np")
+                     generator=torch.Generator().manual_seed(r), output_type="np", **call_kwargs(pipe))
             runs.append(cost)
         return statistics.median(c.seconds for c in runs), max(c.peak_bytes for c in runs)
 

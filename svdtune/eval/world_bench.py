@@ -44,3 +44,11 @@ def alignment(evaluator: ev.WorldEvaluator, images: np.ndarray | torch.Tensor, p
 
 def render_scenes(scenes: list[world.Scene]) -> np.ndarray:
     return world.render_batch(scenes).transpose(0, 2, 3, 1)
+
+
+@torch.no_grad()
+def evaluator_features(evaluator: ev.WorldEvaluator, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Pooled evaluator features (N x feature_dim) for a Fréchet distance on this world."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images).permute(0, 3, 1, 2)
+    return torch.cat([evaluator(images[i:i + batch_size].float())["features"] for i in range(0, len(images), batch_size)])

@@ -9,7 +9,6 @@ SD3's CLIP encoders, no T5). The tokenizer is a byte-level BPE trained on the wo
 from __future__ import annotations
 
 import copy
-import random
 
 import torch
 from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,
@@ -24,15 +23,37 @@ LATENT_CHANNELS = 4
 
 
 def build_tokenizer(seed: int = 0) -> CLIPTokenizer:
-    """Byte-level BPE (CLIP's normaliser and pre-tokeniser) whose merges cover the world's words."""
-    rng = random.Random(seed)
-    corpus = [" ".join(sorted(world.VOCABULARY))] * 50
-    for _ in range(3000):
-        scene = world.sample_scene(rng, style=rng.choice(list(world.STYLES)), held_out="any")
-        corpus += [scene.detailed_caption(), scene.short_caption()]
-    tokenizer = CLIPTokenizer().train_new_from_iterator(corpus, vocab_size=2048)
+    """Byte-level BPE (CLIP's normaliser and pre-tokeniser) in which every word of the world is one token.
+
+    Built directly, not with `train_new_from_iterator`: the BPE trainer breaks ties in hash order,
+    so its token ids change from process to process, and a text encoder trained in one process
+    would read scrambled ids in the next. `seed` is kept for the recipe's signature; the
+    vocabulary does not depend on it.
+    """
+    del seed
+    symbols = [chr(c) for c in _byte_alphabet()]
+    vocab = symbols + [c + "</w>" for c in symbols]
+    known, merges = set(vocab), []
+    for word in sorted(world.VOCABULARY):
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:  # merge left to right: each prefix becomes a token
+            merged = parts[0] + parts[1]
+            if merged not in known:
+                merges.append((parts[0], parts[1]))
+                vocab.append(merged)
+                known.add(merged)
+            parts = [merged] + parts[2:]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges)
     tokenizer.model_max_length = MAX_TOKENS
     return tokenizer
+
+
+def _byte_alphabet() -> list[int]:
+    """The code points GPT-2 / CLIP use for the 256 bytes (printable bytes map to themselves)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    extra = iter(range(256, 512))
+    return [b if b in printable else next(extra) for b in range(256)]
 
 
 def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModelWithProjection:
@@ -102,6 +123,12 @@ def unet_pipeline(unet, vae, text_encoder, tokenizer) -> StableDiffusionPipeline
         unet=unet, vae=vae, text_encoder=as_clip_text_model(text_encoder), tokenizer=tokenizer,
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
+
+
+# ref-dit has no T5. SD3's pipeline then pads the text with max_sequence_length zero tokens
+# (256 by default), which makes every step 4x slower here for nothing; the model is trained
+# and called with none (world.json "pipeline_kwargs", applied by svdtune.pipelines.call_kwargs).
+DIT_PIPELINE_KWARGS = {"max_sequence_length": 0}
 
 
 def dit_pipeline(transformer, vae, text_encoder, tokenizer) -> StableDiffusion3Pipeline:

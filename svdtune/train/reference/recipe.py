@@ -92,9 +92,9 @@ def export_family(export_dir: Path, evaluator, vae, tokenizer, text_encoder, une
     half = C.fp16_copy
     C.unet_pipeline(half(unet), half(vae), half(text_encoder), tokenizer).save_pretrained(export_dir / "ref-unet")
     C.dit_pipeline(half(dit), half(vae), half(text_encoder), tokenizer).save_pretrained(export_dir / "ref-dit")
-    marker = json.dumps({"world": "svdtune reference world", "image_size": world.IMAGE_SIZE,
-                         "styles": list(world.STYLES), "held_out": sorted(map(list, world.HELD_OUT))}, indent=1)
-    for name in ("ref-unet", "ref-dit"):
-        atomic_write_text(export_dir / name / WORLD_MARKER, marker)
+    marker = {"world": "svdtune reference world", "image_size": world.IMAGE_SIZE,
+              "styles": list(world.STYLES), "held_out": sorted(map(list, world.HELD_OUT))}
+    for name, kwargs in (("ref-unet", {}), ("ref-dit", C.DIT_PIPELINE_KWARGS)):
+        atomic_write_text(export_dir / name / WORLD_MARKER, json.dumps(marker | {"pipeline_kwargs": kwargs}, indent=1))
     half(evaluator).save_pretrained(export_dir / "evaluator")
     return export_dir

@@ -230,6 +230,7 @@ def train_dit(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, text_
         x0 = cached_latents(cache, idx)
         with torch.no_grad():
             embeds, _, pooled, _ = pipe.encode_prompt(caption_batch(seed, idx, rng, p_short, p_drop), None, None,
+                                                      **C.DIT_PIPELINE_KWARGS,
                                                       do_classifier_free_guidance=False)
         noise = torch.randn(x0.shape, generator=gen)
         sigma = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen)).view(-1, 1, 1, 1)

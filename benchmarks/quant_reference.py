@@ -1,0 +1,120 @@
+"""SVDQuant and its baselines end to end on the reference models (the SVDQuant paper's protocol).
+
+    .venv/bin/python benchmarks/quant_reference.py [--n 64] [--steps 20] [--models ref-unet ref-dit] [--ablations]
+
+The same prompts and seeds go through the 16-bit model and every quantized one. Per method:
+PSNR of the quantized images against the 16-bit images, evaluator alignment (% all-correct,
+colour, shape), Fréchet distance of evaluator features to rendered scenes of the same prompts,
+the quantized layers' size against 16-bit, the checkpoint on disk, quantization wall time and
+peak memory. Calibration statistics are collected once per model and shared by every method.
+--ablations adds rank 0/8/16/32/64, smoothing off, 1 low-rank iteration and NVFP4 on ref-dit.
+"""
+
+import argparse
+import copy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from svdtune.eval.cost import measure
+from svdtune.eval.frechet import frechet_distance
+from svdtune.eval.world_bench import alignment, evaluator_features, prompt_suite, render_scenes
+from svdtune.generate import generate_images
+from svdtune.pipelines import load_evaluator, load_pipeline
+from svdtune.quant.config import QuantConfig
+from svdtune.quant.quantize import collect_statistics, denoiser_of, quantize, size_summary
+from svdtune.quant.serialize import WEIGHTS, save_quantized
+
+METHODS = {
+    "W4A4 naive (RTN)": QuantConfig(method="rtn"),
+    "W4A4 SmoothQuant": QuantConfig(method="smoothquant"),
+    "W4A4 SVDQuant r32": QuantConfig(method="svdquant"),
+    "W8A8": QuantConfig(method="w8a8"),
+    "W4A16 NF4": QuantConfig(method="nf4"),
+}
+ABLATIONS = {
+    **{f"SVDQuant rank {r}": QuantConfig(rank=r, method="svdquant" if r else "smoothquant") for r in (0, 8, 16, 32, 64)},
+    "SVDQuant r32, no smoothing": QuantConfig(smooth=False),
+    "SVDQuant r32, 1 low-rank iteration": QuantConfig(lowrank_iters=1),
+    "SVDQuant r32, NVFP4 g16": QuantConfig(weights="nvfp4", activations="nvfp4", group_size=16),
+}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
+
+
+def evaluate(model_name, methods, args, evaluator):
+    pipe = load_pipeline(model_name)
+    scenes = prompt_suite("single", args.n // 2) + prompt_suite("two", args.n - args.n // 2)
+    prompts = [s.detailed_caption() for s in scenes]
+    real = evaluator_features(evaluator, render_scenes(scenes))
+    run = lambda p: generate_images(p, prompts, args.steps, args.guidance, seed=0, batch_size=32)[0]  # noqa: E731
+    reference = run(pipe)
+    original = denoiser_of(pipe)
+    with measure() as cal_cost:
+        stats = collect_statistics(pipe, QuantConfig())
+    rows = [dict(method="16-bit", psnr=float("inf"), **_quality(evaluator, reference, prompts, real),
+                 layers_ratio=1.0, disk_mib=_denoiser_mib(model_name), seconds=0.0, peak_mib=0.0)]
+    for name, cfg in methods.items():
+        quantized = copy.deepcopy(original)
+        with measure() as cost:
+            quantize(quantized, cfg, calibration=stats)
+        setattr(pipe, "unet" if hasattr(pipe, "unet") else "transformer", quantized)
+        images = run(pipe)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_quantized(quantized.half(), tmp)
+            disk = (Path(tmp) / WEIGHTS).stat().st_size / 2**20
+        rows.append(dict(method=name, psnr=psnr(images, reference), **_quality(evaluator, images, prompts, real),
+                         layers_ratio=size_summary(quantized)["layers_ratio"], disk_mib=disk,
+                         seconds=cal_cost.seconds + cost.seconds, peak_mib=max(cal_cost.peak_mib, cost.peak_mib)))
+        print(f"[{model_name} {name}: done]", flush=True)
+    setattr(pipe, "unet" if hasattr(pipe, "unet") else "transformer", original)
+    return rows
+
+
+def _quality(evaluator, images, prompts, real) -> dict:
+    a = alignment(evaluator, images, prompts)
+    return dict(all=a["all"], colour=a["colour"], shape=a["shape"],
+                fd=frechet_distance(evaluator_features(evaluator, images), real))
+
+
+def _denoiser_mib(model_name) -> float:
+    from svdtune.pipelines import resolve_model
+
+    folder = Path(resolve_model(model_name))
+    sub = "unet" if (folder / "unet").is_dir() else "transformer"
+    return sum(f.stat().st_size for f in (folder / sub).glob("*.safetensors")) / 2**20
+
+
+def print_table(title, rows):
+    print(f"\n{title}")
+    print("| method | PSNR vs 16-bit (dB) | all-correct % | colour % | shape % | FD to rendered | "
+          "quantized layers vs 16-bit | denoiser on disk (MiB) | calibrate + quantize (s) | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['method']} | {r['psnr']:.2f} | {r['all']:.1f} | {r['colour']:.1f} | {r['shape']:.1f} | "
+              f"{r['fd']:.2f} | {r['layers_ratio']:.3f}x | {r['disk_mib']:.2f} | {r['seconds']:.1f} | {r['peak_mib']:.0f} |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=64, help="prompts (half single-object, half two-object)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--models", nargs="*", default=["ref-unet", "ref-dit"])
+    ap.add_argument("--ablations", action="store_true")
+    args = ap.parse_args()
+    evaluator = load_evaluator()
+    for model in args.models:
+        print_table(f"{model}: {args.n} prompts, {args.steps} steps, guidance {args.guidance}",
+                    evaluate(model, METHODS, args, evaluator))
+    if args.ablations:
+        print_table(f"Ablations on ref-dit ({args.n} prompts)", evaluate("ref-dit", ABLATIONS, args, evaluator))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Calibration: run the 16-bit pipeline on captions and record what each target layer's input looks like.
+
+Forward pre-hooks on the denoiser's layers see every denoising step and both CFG branches (the
+pipelines batch them). Per layer they keep the running per-channel max |x|, the minimum, and a
+fixed-size reservoir sample of input rows (im2col rows for convolutions) for the error objective.
+Memory is bounded by `sample_tokens` x K per layer, never by the trajectory length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import torch
+import torch.nn.functional as Fn
+from torch import nn
+from tqdm.auto import tqdm
+
+from svdtune.errors import UserError
+from svdtune.pipelines import call_kwargs
+from svdtune.quant.config import CalibrationConfig
+
+
+@dataclasses.dataclass
+class LayerStats:
+    absmax: torch.Tensor   # (C,) max |x| per input channel over everything seen
+    min: float             # smallest input value seen
+    sample: torch.Tensor   # (<= sample_tokens, K) input rows, fp16
+    seen: int              # rows seen
+
+
+def input_rows(module: nn.Module, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """The layer's GEMM input rows (M, K): tokens for Linear, im2col patches ordered (position,
+    channel) for Conv2d. `index` selects rows before the (large) im2col is materialised whole."""
+    if isinstance(module, nn.Conv2d):
+        c, (kh, kw) = module.in_channels, module.kernel_size
+        cols = Fn.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
+        cols = cols.reshape(x.shape[0], c, kh * kw, -1).permute(0, 3, 2, 1).reshape(-1, kh * kw * c)
+        return cols if index is None else cols[index]
+    rows = x.reshape(-1, x.shape[-1])
+    return rows if index is None else rows[index]
+
+
+def row_count(module: nn.Module, x: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        h, w = (
+            (n + 2 * p - d * (k - 1) - 1) // s + 1
+            for n, k, s, p, d in zip(x.shape[-2:], module.kernel_size, module.stride, module.padding, module.dilation))
+        return x.shape[0] * h * w
+    return x.numel() // x.shape[-1]
+
+
+class _Recorder:
+    """Forward pre-hook that accumulates one layer's `LayerStats` (reservoir sampling, Algorithm R)."""
+
+    def __init__(self, tokens: int, seed: int):
+        self.tokens, self.gen = tokens, torch.Generator().manual_seed(seed)
+        self.absmax, self.min, self.sample, self.seen = None, float("inf"), None, 0
+
+    @torch.no_grad()
+    def __call__(self, module, args):
+        x = args[0].detach()
+        dims = (0, 2, 3) if isinstance(module, nn.Conv2d) else tuple(range(x.dim() - 1))
+        amax = x.abs().float().amax(dim=dims)
+        self.absmax = amax if self.absmax is None else torch.maximum(self.absmax, amax)
+        self.min = min(self.min, x.min().item())
+        m = row_count(module, x)
+        fill = min(self.tokens - (0 if self.sample is None else len(self.sample)), m)
+        # Algorithm R: row i (0-based over all rows seen) replaces slot j ~ U[0, i] when j < tokens.
+        i = torch.arange(fill, m) + self.seen
+        j = (torch.rand(len(i), generator=self.gen, dtype=torch.float64) * (i + 1)).long()
+        keep = j < self.tokens
+        take = torch.cat([torch.arange(fill), torch.arange(fill, m)[keep]])
+        self.seen += m
+        if not len(take):
+            return
+        rows = input_rows(module, x, take).half().cpu()
+        new = rows[:fill]
+        self.sample = new if self.sample is None else torch.cat([self.sample, new])
+        for slot, row in zip(j[keep].tolist(), rows[fill:]):  # in order: later rows win a slot
+            self.sample[slot] = row
+
+    def stats(self) -> LayerStats:
+        if self.absmax is None:
+            raise UserError("a layer to quantize never ran during calibration; check the include/exclude patterns")
+        return LayerStats(self.absmax.cpu(), self.min, self.sample, self.seen)
+
+
+def calibration_prompts(cfg: CalibrationConfig, world_model: bool) -> list[str]:
+    """`cfg.prompts` captions: from `prompt_file` (one per line) or, for reference models, the world."""
+    if cfg.prompt_file:
+        path = Path(cfg.prompt_file)
+        if not path.is_file():
+            raise UserError(f"calibration.prompt_file {str(path)!r} does not exist")
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not lines:
+            raise UserError(f"calibration.prompt_file {str(path)!r} has no captions (expected one per line)")
+        return [lines[i % len(lines)] for i in range(cfg.prompts)]
+    if not world_model:
+        raise UserError("calibration.prompt_file is required for models other than the reference family")
+    from svdtune.data import world
+
+    rng = random.Random(cfg.seed)
+    scenes = [world.sample_scene(world.scene_rng(cfg.seed + 50_000, i), style="plain") for i in range(cfg.prompts)]
+    return [s.short_caption() if rng.random() < 0.25 else s.detailed_caption() for s in scenes]
+
+
+class Recording:
+    """Context manager: hooks on `layers` (name -> module) while the model runs, then `stats()`.
+
+        with Recording(layers, sample_tokens=256) as rec:
+            model(**inputs)            # any number of forward passes
+        stats = rec.stats()
+    """
+
+    def __init__(self, layers: dict[str, nn.Module], sample_tokens: int, seed: int = 0):
+        self.layers = layers
+        self.recorders = {name: _Recorder(sample_tokens, seed + i) for i, name in enumerate(layers)}
+        self.handles = []
+
+    def __enter__(self) -> "Recording":
+        self.handles = [m.register_forward_pre_hook(self.recorders[n]) for n, m in self.layers.items()]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def stats(self) -> dict[str, LayerStats]:
+        return {name: r.stats() for name, r in self.recorders.items()}
+
+
+@torch.no_grad()
+def calibrate(pipe, layers: dict[str, nn.Module], prompts: list[str], cfg: CalibrationConfig) -> dict[str, LayerStats]:
+    """Run `pipe` on `prompts` (every step, both CFG branches) while recording `layers` of its denoiser."""
+    with Recording(layers, cfg.sample_tokens, cfg.seed) as rec:
+        for start in tqdm(range(0, len(prompts), cfg.batch_size), desc="calibrate", unit="batch"):
+            chunk = prompts[start:start + cfg.batch_size]
+            gens = [torch.Generator("cpu").manual_seed(cfg.seed + start + i) for i in range(len(chunk))]
+            pipe(prompt=chunk, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
+                 generator=gens, output_type="latent", **call_kwargs(pipe))
+    return rec.stats()

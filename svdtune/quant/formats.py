@@ -1,0 +1,128 @@
+"""Group-wise number formats for weights and activations.
+
+A tensor is quantized along its last dimension in groups of `group_size` input channels (0: one
+group per row, i.e. per output channel for weights and per token for activations):
+
+    int4   symmetric, codes -8..7, scale = absmax / 7 (fp16)
+    uint4  codes 0..15 for non-negative inputs, scale = max / 15 (fp16); the layer shifts
+           post-GELU activations to be non-negative first
+    int8   symmetric, codes -127..127, scale = absmax / 127 (fp16)
+    nvfp4  E2M1 values {0, .5, 1, 1.5, 2, 3, 4, 6} with a sign (code = sign << 3 | index), one FP8
+           E4M3 scale per group of 16 and one fp32 scale per tensor
+    nf4    bitsandbytes' NormalFloat4 code book, scale = absmax (fp16); weights only
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+
+INT_QMAX = {"int4": 7, "uint4": 15, "int8": 127}
+INT_RANGE = {"int4": (-8, 7), "uint4": (0, 15), "int8": (-127, 127)}
+E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+FP8_MAX = 448.0  # largest float8_e4m3fn
+TINY = 1e-12
+
+
+@dataclasses.dataclass
+class QTensor:
+    """Codes and scales of a tensor quantized along its last dimension."""
+    codes: torch.Tensor          # int8, the input's shape
+    scales: torch.Tensor         # (..., groups): fp16, or float8_e4m3fn for nvfp4
+    fmt: str
+    group_size: int              # effective group (the row length when per-channel)
+    tensor_scale: torch.Tensor | None = None  # nvfp4: fp32 scalar
+
+
+def group_of(k: int, group_size: int) -> int:
+    group = group_size or k
+    if k % group:
+        raise ValueError(f"{k} input channels are not a multiple of the group size {group}")
+    return group
+
+
+@functools.cache
+def nf4_code_book() -> torch.Tensor:
+    # The 16 NormalFloat4 values, taken from bitsandbytes so our NF4 is exactly its NF4.
+    from bitsandbytes.functional import get_4bit_type
+
+    return get_4bit_type("nf4", device="cpu").float()
+
+
+def quantize(x: torch.Tensor, fmt: str, group_size: int, shrink: torch.Tensor | float = 1.0) -> QTensor:
+    """Round-to-nearest; `shrink` (scalar or per group, shape (..., groups, 1)) clips the range."""
+    group = group_of(x.shape[-1], group_size)
+    xg = x.float().reshape(*x.shape[:-1], -1, group)
+    if fmt == "uint4":
+        xg = xg.clamp_min(0)
+    amax = xg.abs().amax(-1, keepdim=True) * shrink
+    if fmt in INT_QMAX:
+        scale = (amax / INT_QMAX[fmt]).clamp_min(TINY).half()
+        lo, hi = INT_RANGE[fmt]
+        codes = (xg / scale.float()).round().clamp(lo, hi)
+        return QTensor(_flat(codes, x), scale.squeeze(-1), fmt, group)
+    if fmt == "nvfp4":
+        tensor_scale = (x.float().abs().amax() / (E2M1[-1] * FP8_MAX)).clamp_min(TINY)
+        scale = (amax / E2M1[-1] / tensor_scale).to(torch.float8_e4m3fn)
+        step = (scale.float() * tensor_scale).clamp_min(TINY)
+        index = torch.bucketize((xg.abs() / step).clamp(max=E2M1[-1]).contiguous(), (E2M1[1:] + E2M1[:-1]) / 2)
+        codes = torch.where(xg < 0, index + 8, index)
+        return QTensor(_flat(codes, x), scale.squeeze(-1), fmt, group, tensor_scale)
+    if fmt == "nf4":
+        book = nf4_code_book()
+        scale = amax.clamp_min(TINY).half()
+        codes = torch.bucketize(xg / scale.float(), (book[1:] + book[:-1]) / 2)  # nearest (sorted book)
+        return QTensor(_flat(codes, x), scale.squeeze(-1), fmt, group)
+    raise ValueError(f"unknown number format {fmt!r}; expected one of int4, uint4, int8, nvfp4, nf4")
+
+
+def _flat(codes: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return codes.reshape(like.shape).to(torch.int8)
+
+
+def code_values(q: QTensor) -> torch.Tensor:
+    """The codes as the numbers they stand for, before scaling (exact in fp32)."""
+    if q.fmt in INT_QMAX:
+        return q.codes.float()
+    if q.fmt == "nvfp4":
+        c = q.codes.long()
+        return torch.where(c >= 8, -E2M1[c & 7], E2M1[c & 7])
+    return nf4_code_book()[q.codes.long()]
+
+
+def group_scales(q: QTensor) -> torch.Tensor:
+    """Per-group scales as fp32, (..., groups)."""
+    s = q.scales.float()
+    return s * q.tensor_scale if q.tensor_scale is not None else s
+
+
+def dequantize(q: QTensor) -> torch.Tensor:
+    v = code_values(q)
+    v = v.reshape(*v.shape[:-1], -1, q.group_size) * group_scales(q).unsqueeze(-1)
+    return v.reshape(q.codes.shape)
+
+
+def fake_quantize(x: torch.Tensor, fmt: str, group_size: int) -> torch.Tensor:
+    """Quantize-dequantize with a straight-through gradient (identity w.r.t. x)."""
+    xq = dequantize(quantize(x.detach(), fmt, group_size)).to(x.dtype)
+    return x + (xq - x).detach()
+
+
+def quantize_weight(w: torch.Tensor, fmt: str, group_size: int, shrink_grid=(1.0,),
+                    importance: torch.Tensor | None = None) -> QTensor:
+    """Quantize a weight (N, K), choosing per group the range shrink that minimises the squared
+    error weighted by `importance` (K,), e.g. the mean squared input of each channel."""
+    if len(shrink_grid) == 1:
+        return quantize(w, fmt, group_size, shrink_grid[0])
+    group = group_of(w.shape[-1], group_size)
+    imp = torch.ones(w.shape[-1]) if importance is None else importance.float()
+    imp = imp.reshape(-1, group)
+    wg = w.float().reshape(w.shape[0], -1, group)
+    errors = []
+    for s in shrink_grid:
+        dq = dequantize(quantize(w, fmt, group_size, s)).reshape(wg.shape)
+        errors.append(((dq - wg) ** 2 * imp).sum(-1))
+    best = torch.tensor(shrink_grid)[torch.stack(errors).argmin(0)]
+    return quantize(w, fmt, group_size, best.unsqueeze(-1))

@@ -1,0 +1,186 @@
+"""`SVDQuantLinear`: one W4A4 layer with a 16-bit low-rank branch, replacing nn.Linear or nn.Conv2d.
+
+    y = Q(x / lambda) Q(R)^T + (x / lambda) down^T up^T + b
+
+It holds the smoothing factors (C,), the packed residual codes and scales, and the branch, and runs
+two ways (`backend`):
+    "fake"       dequantized weights and fake-quantized activations with straight-through
+                 rounding: differentiable w.r.t. the input (and LoRA on top), the training path;
+    "reference"  integer codes and per-group scales through `svdtune.kernels` (pure torch until a
+                 fast kernel is dispatched there).
+A convolution is the GEMM of its implicit im2col with K ordered (kernel position, channel), so
+activation groups are channel groups of one pixel and the residual stays a plain (N, K) matrix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as Fn
+from torch import nn
+
+from svdtune.kernels.packing import pack_nibbles, unpack_nibbles
+from svdtune.quant import formats as F
+from svdtune.quant.svdquant import LayerQuant, fake_act
+
+BACKENDS = ("fake", "reference")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """Everything needed to rebuild an empty layer of the same shape (stored in the manifest)."""
+    in_channels: int
+    out_channels: int
+    rank: int
+    weights: str
+    activations: str
+    group_size: int                             # effective: divides in_channels
+    act_shift: float = 0.0
+    bias: bool = True
+    kernel_size: tuple[int, int] | None = None  # None: a linear layer
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+    @property
+    def positions(self) -> int:
+        return self.kernel_size[0] * self.kernel_size[1] if self.kernel_size else 1
+
+    @property
+    def in_features(self) -> int:  # K of the matrix view
+        return self.in_channels * self.positions
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerSpec":
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+
+def pack_codes(codes: torch.Tensor, fmt: str) -> torch.Tensor:
+    return codes.to(torch.int8) if fmt == "int8" else pack_nibbles(codes)
+
+
+def unpack_codes(stored: torch.Tensor, fmt: str) -> torch.Tensor:
+    return stored if fmt == "int8" else unpack_nibbles(stored, signed=fmt == "int4")
+
+
+class SVDQuantLinear(nn.Module):
+    STORAGE = ("qweight", "wscales", "wtensor_scale")  # exact formats: never cast by model.to(dtype)
+
+    def __init__(self, spec: LayerSpec, dtype: torch.dtype = torch.float32, device=None):
+        super().__init__()
+        self.spec = spec
+        self.in_features, self.out_features = spec.in_features, spec.out_channels
+        self.backend = "fake"
+        n, k, g = spec.out_channels, spec.in_features, F.group_of(spec.in_channels, spec.group_size)
+        kw = dict(dtype=dtype, device=device)
+        self.register_buffer("smooth", torch.ones(spec.in_channels, **kw))
+        self.register_buffer("qweight", torch.zeros(n, k if spec.weights == "int8" else k // 2,
+                                                    dtype=torch.int8 if spec.weights == "int8" else torch.uint8,
+                                                    device=device))
+        scale_dtype = torch.float8_e4m3fn if spec.weights == "nvfp4" else torch.float16
+        self.register_buffer("wscales", torch.zeros(n, k // g, dtype=scale_dtype, device=device))
+        self.register_buffer("wtensor_scale", torch.ones((), device=device) if spec.weights == "nvfp4" else None)
+        self.register_buffer("down", torch.zeros(spec.rank, k, **kw))
+        self.register_buffer("up", torch.zeros(n, spec.rank, **kw))
+        self.bias = nn.Parameter(torch.zeros(n, **kw), requires_grad=False) if spec.bias else None
+
+    @classmethod
+    def from_float(cls, module: nn.Linear | nn.Conv2d, fit: LayerQuant) -> "SVDQuantLinear":
+        conv = isinstance(module, nn.Conv2d)
+        spec = LayerSpec(
+            in_channels=module.in_channels if conv else module.in_features,
+            out_channels=module.out_channels if conv else module.out_features,
+            rank=0 if fit.down is None else fit.down.shape[0], weights=fit.residual.fmt,
+            activations=fit.act_format, group_size=fit.group_size, act_shift=fit.act_shift,
+            bias=module.bias is not None,
+            **(dict(kernel_size=module.kernel_size, stride=module.stride, padding=module.padding,
+                    dilation=module.dilation) if conv else {}))
+        dtype = module.weight.dtype
+        layer = cls(spec, dtype=dtype, device=module.weight.device)
+        with torch.no_grad():
+            if fit.smooth is not None:
+                layer.smooth.copy_(fit.smooth)
+            layer.qweight.copy_(pack_codes(fit.residual.codes, spec.weights))
+            layer.wscales.copy_(fit.residual.scales)
+            if fit.residual.tensor_scale is not None:
+                layer.wtensor_scale.copy_(fit.residual.tensor_scale)
+            if spec.rank:
+                layer.down.copy_(fit.down)
+                layer.up.copy_(fit.up)
+            if module.bias is not None:
+                layer.bias.copy_(module.bias)
+        return layer
+
+    # --- views of the stored residual -------------------------------------------------------
+    def residual(self) -> F.QTensor:
+        s = self.spec
+        return F.QTensor(unpack_codes(self.qweight, s.weights), self.wscales, s.weights, s.group_size,
+                         self.wtensor_scale)
+
+    def residual_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Dequantized residual (N, K)."""
+        return F.dequantize(self.residual()).to(dtype or self.smooth.dtype)
+
+    def as_conv_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """(M, K) matrix view -> (M, C, kh, kw) convolution weight."""
+        kh, kw = self.spec.kernel_size
+        return w.reshape(w.shape[0], kh, kw, self.spec.in_channels).permute(0, 3, 1, 2)
+
+    def _shift(self) -> torch.Tensor | float:
+        return self.spec.act_shift / self.smooth if self.spec.act_shift else 0.0
+
+    # --- forward ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "reference":
+            from svdtune.kernels import reference  # kernels read quant formats; import at use
+
+            return reference.svdquant_forward(self, x)
+        return self.fake_forward(x)
+
+    def fake_forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.spec
+        w = self.residual_weight(x.dtype)
+        if s.kernel_size is None:
+            xs = x / self.smooth
+            xq = fake_act(xs, s.activations, s.group_size, self._shift())
+            return Fn.linear(xq, w, self.bias) + self.branch(xs)
+        xs = x / self.smooth.view(1, -1, 1, 1)
+        xq = fake_act(xs.movedim(1, -1), s.activations, s.group_size, self._shift()).movedim(-1, 1)
+        return self._conv(xq, self.as_conv_weight(w), self.bias) + self.branch(xs)
+
+    def branch(self, xs: torch.Tensor) -> torch.Tensor | float:
+        """The 16-bit low-rank path on smoothed inputs."""
+        if not self.spec.rank:
+            return 0.0
+        if self.spec.kernel_size is None:
+            return Fn.linear(Fn.linear(xs, self.down), self.up)
+        return Fn.conv2d(self._conv(xs, self.as_conv_weight(self.down)), self.up[:, :, None, None])
+
+    def _conv(self, x, weight, bias=None):
+        s = self.spec
+        return Fn.conv2d(x, weight, bias, s.stride, s.padding, s.dilation)
+
+    def _apply(self, fn, recurse=True):
+        # model.to(dtype) must not re-round codes or scales: they keep their dtype, only move.
+        stored = {n: self._buffers.pop(n) for n in self.STORAGE}
+        super()._apply(fn, recurse)
+        for n, t in stored.items():
+            self._buffers[n] = None if t is None else t.to(fn(torch.empty(0, device=t.device)).device)
+        return self
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        kind = f"conv{s.kernel_size[0]}x{s.kernel_size[1]}" if s.kernel_size else "linear"
+        return (f"{kind}, in={s.in_channels}, out={s.out_channels}, W={s.weights} A={s.activations} "
+                f"g={s.group_size} rank={s.rank}, backend={self.backend}")
+
+
+def set_backend(model: nn.Module, backend: str) -> nn.Module:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    for m in model.modules():
+        if isinstance(m, SVDQuantLinear):
+            m.backend = backend
+    return model

@@ -1,0 +1,103 @@
+"""Save / load a quantized denoiser: `model.safetensors` (packed 4-bit codes, scales, smoothing,
+branch and the 16-bit layers) plus `quant_manifest.json` (config, per-layer specs, model class,
+model config and source). Loading rebuilds the model from its config, swaps in empty
+`SVDQuantLinear` shells and fills them: no recalibration, no pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from svdtune.config import atomic_write_text
+from svdtune.errors import UserError
+from svdtune.quant.config import QuantConfig
+from svdtune.quant.linear import LayerSpec, SVDQuantLinear
+from svdtune.quant.quantize import QuantReport
+
+MANIFEST = "quant_manifest.json"
+WEIGHTS = "model.safetensors"
+FORMAT = "svdtune-quant"
+
+
+def save_quantized(model: nn.Module, directory: str | Path, source: str | None = None) -> Path:
+    report: QuantReport = getattr(model, "svdtune_quant", None)
+    if report is None:
+        raise UserError("this model was not quantized with svdtune.quant.quantize (no svdtune_quant report)")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    layers = {n: dataclasses.asdict(m.spec) for n, m in model.named_modules() if isinstance(m, SVDQuantLinear)}
+    manifest = {
+        "format": FORMAT, "version": report.config.version,
+        "model_class": type(model).__name__, "model_config": dict(getattr(model, "config", {})),
+        "source": source, "config": dataclasses.asdict(report.config), "layers": layers,
+        "skipped": report.skipped, "output_error": report.layers, "seconds": report.seconds,
+    }
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tmp = directory / f".{WEIGHTS}.tmp"
+    save_file(state, tmp, metadata={"format": FORMAT})
+    tmp.rename(directory / WEIGHTS)
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1, default=list))
+    return directory
+
+
+def _describe(m: nn.Module) -> str:
+    if isinstance(m, nn.Linear):
+        return f"Linear({m.in_features} -> {m.out_features})"
+    if isinstance(m, nn.Conv2d):
+        return f"Conv2d({m.in_channels} -> {m.out_channels}, kernel {tuple(m.kernel_size)})"
+    return type(m).__name__
+
+
+def _matches(m: nn.Module, spec: LayerSpec) -> bool:
+    if spec.kernel_size is None:
+        return isinstance(m, nn.Linear) and (m.in_features, m.out_features) == (spec.in_channels, spec.out_channels)
+    return (isinstance(m, nn.Conv2d) and m.groups == 1
+            and (m.in_channels, m.out_channels, tuple(m.kernel_size)) == (spec.in_channels, spec.out_channels, spec.kernel_size))
+
+
+def load_quantized(directory: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Load a `save_quantized` folder into `model` (a fresh 16-bit denoiser of the same
+    architecture) or, without one, into a model built from the manifest's class and config."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{str(directory)!r} is not a quantized checkpoint (no {MANIFEST} in it)")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    config = QuantConfig.from_json(json.dumps(manifest["config"]), str(path))
+    if model is None:
+        import diffusers
+
+        cls = getattr(diffusers, manifest["model_class"], None)
+        if cls is None:
+            raise UserError(f"{path}: model_class {manifest['model_class']!r} is not a diffusers model class")
+        model = cls.from_config(manifest["model_config"])
+    dtype = next(model.parameters()).dtype
+    for name, raw in manifest["layers"].items():
+        spec = LayerSpec.from_dict(raw)
+        try:
+            current = model.get_submodule(name)
+        except AttributeError:
+            raise UserError(f"{path}: the model has no layer {name!r} (checkpoint made for {manifest['model_class']})") from None
+        if not _matches(current, spec):
+            want = f"{'Conv2d' if spec.kernel_size else 'Linear'}({spec.in_channels} -> {spec.out_channels})"
+            raise UserError(f"{path}: layer {name!r} is {_describe(current)} in the model but {want} in the checkpoint")
+        model.set_submodule(name, SVDQuantLinear(spec, dtype=dtype, device=current.weight.device))
+    state = load_file(directory / WEIGHTS, device=str(next(model.parameters()).device))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape mismatch: name the first tensor
+        raise UserError(f"{directory / WEIGHTS}: {str(e).splitlines()[1].strip()}") from None
+    if missing or unexpected:
+        key = (missing or unexpected)[0]
+        raise UserError(f"{directory / WEIGHTS}: tensor {key!r} is {'missing' if missing else 'not in the model'}")
+    model.svdtune_quant = QuantReport(config.resolved(), manifest.get("output_error", {}),
+                                      manifest.get("skipped", {}), manifest.get("seconds", {}))
+    return model.eval()
