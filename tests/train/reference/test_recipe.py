@@ -6,7 +6,7 @@ from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 
 from svdtune.data import world
-from svdtune.pipelines import WORLD_MARKER, absent_components, is_world_model, load_evaluator
+from svdtune.pipelines import WORLD_MARKER, absent_components, is_world_model, load_evaluator, load_pipeline
 from svdtune.train.reference.recipe import train_family
 
 
@@ -25,6 +25,9 @@ def test_family_recipe_trains_exports_and_skips_finished_stages(tiny_family):
         assert out.images.shape == (1, 48, 48, 3)
         assert (export / name / WORLD_MARKER).is_file() and is_world_model(str(export / name))
     assert load_evaluator(export / "evaluator").feature_dim == 128
+    # ref-dit is trained without SD3's zero T5 padding, and svdtune calls it the same way.
+    assert load_pipeline(str(export / "ref-dit")).svdtune_call_kwargs == {"max_sequence_length": 0}
+    assert load_pipeline(str(export / "ref-unet")).svdtune_call_kwargs == {}
 
     # What was trained is what was used downstream and exported (not a fresh copy).
     exported = pipes["ref-unet"]
@@ -43,3 +46,19 @@ def test_family_recipe_trains_exports_and_skips_finished_stages(tiny_family):
 
     train_family(cfg)  # every stage is finished: nothing is retrained
     assert json.loads((run / "timings.json").read_text()) == timings
+
+
+def test_tokenizer_is_identical_in_every_process():
+    # A BPE trainer breaks ties in hash order: ids then differ between processes, and a text
+    # encoder trained in one process reads scrambled ids in the next (this happened once).
+    import subprocess
+    import sys
+
+    from svdtune.train.reference.components import build_tokenizer
+
+    code = "import json; from svdtune.train.reference.components import build_tokenizer; " \
+           "print(json.dumps(build_tokenizer(0).get_vocab(), sort_keys=True))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(other.strip().splitlines()[-1]) == build_tokenizer(0).get_vocab()
+    tok = build_tokenizer(0)
+    assert tok.convert_ids_to_tokens(tok("at the top left").input_ids)[1:-1] == ["at</w>", "the</w>", "top</w>", "left</w>"]
