@@ -29,8 +29,7 @@ def _commands():
         "quickstart": (QuickstartConfig, run_quickstart),
         "generate": (GenerateConfig, run_generate),
         "quantize": (QuantizeJobConfig, run_quantize),
-        "quantize": "SVDQuant W4A4 (or a baseline) a pipeline's denoiser: calibrate, fit, save",
-    "train-reference": (FamilyConfig, train_family),
+        "train-reference": (FamilyConfig, train_family),
     }
 
 
