@@ -86,17 +86,22 @@ class SVDQuantLinear(nn.Module):
         self.register_buffer("up", torch.zeros(n, spec.rank, **kw))
         self.bias = nn.Parameter(torch.zeros(n, **kw), requires_grad=False) if spec.bias else None
 
-    @classmethod
-    def from_float(cls, module: nn.Linear | nn.Conv2d, fit: LayerQuant) -> "SVDQuantLinear":
+    @staticmethod
+    def spec_for(module: nn.Linear | nn.Conv2d, rank: int, weights: str, activations: str, group_size: int,
+                 act_shift: float = 0.0) -> LayerSpec:
         conv = isinstance(module, nn.Conv2d)
-        spec = LayerSpec(
+        return LayerSpec(
             in_channels=module.in_channels if conv else module.in_features,
             out_channels=module.out_channels if conv else module.out_features,
-            rank=0 if fit.down is None else fit.down.shape[0], weights=fit.residual.fmt,
-            activations=fit.act_format, group_size=fit.group_size, act_shift=fit.act_shift,
+            rank=rank, weights=weights, activations=activations, group_size=group_size, act_shift=act_shift,
             bias=module.bias is not None,
             **(dict(kernel_size=module.kernel_size, stride=module.stride, padding=module.padding,
                     dilation=module.dilation) if conv else {}))
+
+    @classmethod
+    def from_float(cls, module: nn.Linear | nn.Conv2d, fit: LayerQuant) -> "SVDQuantLinear":
+        rank = 0 if fit.down is None else fit.down.shape[0]
+        spec = cls.spec_for(module, rank, fit.residual.fmt, fit.act_format, fit.group_size, fit.act_shift)
         dtype = module.weight.dtype
         layer = cls(spec, dtype=dtype, device=module.weight.device)
         with torch.no_grad():

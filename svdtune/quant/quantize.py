@@ -137,3 +137,19 @@ def size_summary(model: nn.Module) -> dict[str, float]:
     return {"quantized_layers_bytes": quantized, "same_layers_fp16_bytes": fp16,
             "layers_ratio": quantized / fp16 if fp16 else float("nan"),
             "denoiser_fp16_bytes": rest + fp16, "denoiser_quantized_bytes": rest + quantized}
+
+
+def plan(model: nn.Module, config: QuantConfig) -> nn.Module:
+    """Swap in empty `SVDQuantLinear` shells of the shapes `quantize` would produce, without
+    calibrating or fitting (a dry run; works on the meta device). Returns the model."""
+    config.validate()
+    cfg = config.resolved()
+    layers, skipped = select_layers(model, cfg)
+    device = next(model.parameters()).device
+    for name, m in layers.items():
+        channels = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+        rank = min(cfg.rank, m.weight.shape[0], m.weight[0].numel())
+        spec = SVDQuantLinear.spec_for(m, rank, cfg.weights, cfg.activations, cfg.group_size or channels)
+        model.set_submodule(name, SVDQuantLinear(spec, dtype=m.weight.dtype, device=device))
+    model.svdtune_quant = QuantReport(cfg, {}, skipped)
+    return model

@@ -35,3 +35,13 @@ def test_quantize_command_then_generate(tiny_family, tmp_path, model):
 def test_quantize_command_rejects_bad_method(capsys):
     assert main(["quantize", "quant.method=gptq"]) == 2
     assert "quant.method: 'gptq' is not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", ["sdxl", "flux-dev", "flux-schnell", "sana", "pixart-sigma"])
+def test_dry_run_of_the_big_model_configs(config, tmp_path):
+    # No weights here: each config's architecture is built on the meta device and planned.
+    assert main(["quantize", "--config", f"configs/quant/{config}.yaml", "dry_run=true", f"output_dir={tmp_path}"]) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert len(plan["quantized"]) > 100
+    # 4-bit weights + 16-bit group scales + rank-32 branch: at most 0.32x the same layers in 16-bit
+    assert plan["size"]["layers_ratio"] <= 0.32
