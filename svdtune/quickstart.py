@@ -23,6 +23,7 @@ from svdtune.eval.grid import save_grid
 from svdtune.eval.world_bench import SUITES, alignment, prompt_suite, render_scenes
 from svdtune.generate import generate_images, slug
 from svdtune.pipelines import call_kwargs
+from svdtune.quant import CalibrationConfig, QuantConfig, quantize, size_summary
 
 METRICS = ("colour", "shape", "size", "position", "all")
 
@@ -41,6 +42,11 @@ class QuickstartConfig:
     dtype: str = "float32"
     device: str = "cpu"
     output_dir: str = "runs/quickstart"
+    # W4A4 SVDQuant of each model, calibrated on world captions, run on the same prompts and seeds
+    # (quantize: false skips it).
+    quantize: bool = True
+    quant: QuantConfig = dataclasses.field(default_factory=lambda: QuantConfig(
+        calibration=CalibrationConfig(prompts=32, steps=20, guidance=4.0, batch_size=32)))
 
     def validate(self):
         for s in self.suites:
@@ -54,7 +60,7 @@ def grid_name(model: str) -> str:
     return f"{slug(Path(model).name)}-grid.png"
 
 
-def model_cost(pipe, steps: int, repeats: int, device: str) -> dict:
+def model_cost(pipe, steps: int, repeats: int, device: str, disk_mib: float | None = None) -> dict:
     """Warm single-image latency (median), per-step time from a 1-step vs `steps`-step difference."""
     def timed(n_steps):
         runs = []
@@ -73,7 +79,8 @@ def model_cost(pipe, steps: int, repeats: int, device: str) -> dict:
     return {
         "latency_s": full, "step_ms": 1000 * (full - one) / max(steps - 1, 1), "peak_rss_mib": peak / 2**20,
         "denoiser_params_m": sum(p.numel() for p in denoiser.parameters()) / 1e6,
-        "disk_mib": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20 if folder and folder.is_dir() else None,
+        "disk_mib": disk_mib if disk_mib is not None else
+        sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20 if folder and folder.is_dir() else None,
     }
 
 
@@ -87,22 +94,50 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
     prompts = {name: [s.detailed_caption() for s in scenes] for name, scenes in suites.items()}
     results = {"alignment": {"rendered (ceiling)": {n: alignment(evaluator, render_scenes(s), prompts[n])
                                                     for n, s in suites.items()}}, "cost": {}}
+    results["quantized"] = {}
     for model in cfg.models:
         pipe = load_pipeline(model, cfg.dtype, cfg.device)
-        results["cost"][model] = model_cost(pipe, cfg.steps, cfg.latency_repeats, cfg.device)
-        results["alignment"][model], grid_images, grid_captions = {}, [], []
-        for name in suites:
-            images, _ = generate_images(pipe, prompts[name], cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size)
-            results["alignment"][model][name] = alignment(evaluator, images, prompts[name])
-            grid_images.append(images[:8])
-            grid_captions += prompts[name][:8]
-        save_grid(out / grid_name(model), np.concatenate(grid_images), grid_captions, ncols=8, scale=3)
+        variants = {model: None}
+        if cfg.quantize:
+            variants[f"{model} W4A4"] = model
+        rows, captions = [], []
+        fp_images = {}
+        for key, source in variants.items():
+            if source is not None:  # the 16-bit run is done: quantize its denoiser in place
+                with measure(cfg.device) as qcost:
+                    denoiser = quantize(pipe, cfg.quant)
+                size = size_summary(denoiser)
+                results["quantized"][key] = {"seconds": qcost.seconds, "peak_mib": qcost.peak_mib,
+                                             "layers": len(denoiser.svdtune_quant.layers),
+                                             "layers_ratio": size["layers_ratio"]}
+            disk = size["denoiser_quantized_bytes"] / 2**20 if source is not None else None
+            results["cost"][key] = model_cost(pipe, cfg.steps, cfg.latency_repeats, cfg.device, disk)
+            results["alignment"][key], psnrs = {}, []
+            for i, name in enumerate(suites):
+                images, _ = generate_images(pipe, prompts[name], cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size)
+                results["alignment"][key][name] = alignment(evaluator, images, prompts[name])
+                if source is None:
+                    fp_images[name] = images
+                else:
+                    psnrs.append(psnr(images, fp_images[name]))
+                rows.append((2 * i + (source is not None), images[:8], [f"{'W4A4' if source else '16-bit'}: {p}" for p in prompts[name][:8]]))
+            if source is not None:
+                results["quantized"][key]["psnr_vs_16bit"] = float(np.mean(psnrs))
+        rows.sort(key=lambda r: r[0])  # 16-bit and W4A4 rows of each suite next to each other
+        save_grid(out / grid_name(model), np.concatenate([r[1] for r in rows]), sum((r[2] for r in rows), []),
+                  ncols=8, scale=3)
         del pipe
     results["settings"] = dataclasses.asdict(cfg) | {"torch": torch.__version__, "threads": torch.get_num_threads(),
                                                     "machine": platform.processor() or platform.machine()}
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     atomic_write_text(out / "report.md", report(results, cfg))
     return out
+
+
+def psnr(images: np.ndarray, reference: np.ndarray) -> float:
+    """Mean per-image PSNR (dB) of images in [0, 1] against reference images."""
+    mse = ((images.astype(np.float64) - reference.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
 
 
 def alignment_table(alignment_results: dict) -> str:
@@ -120,6 +155,14 @@ def report(results: dict, cfg: QuickstartConfig) -> str:
         disk = f"{c['disk_mib']:.1f}" if c["disk_mib"] is not None else "-"
         cost.append(f"| {model} | {c['denoiser_params_m']:.2f} | {disk} | {c['latency_s']:.3f} | "
                     f"{c['step_ms']:.1f} | {c['peak_rss_mib']:.0f} |")
+    quant = ["| model | PSNR vs 16-bit (dB) | quantized layers | their size vs 16-bit | calibrate + quantize (s) | peak RSS (MiB) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for model, q in results.get("quantized", {}).items():
+        quant.append(f"| {model} | {q['psnr_vs_16bit']:.2f} | {q['layers']} | {q['layers_ratio']:.3f}x | "
+                     f"{q['seconds']:.1f} | {q['peak_mib']:.0f} |")
+    quant_section = ["## W4A4 (SVDQuant) against 16-bit, same prompts and seeds", "",
+                     "Latency of W4A4 models is the fake-quant path (no fused kernel yet).", "", *quant, ""] \
+        if results.get("quantized") else []
     return "\n".join([
         "# svdtune quickstart", "",
         f"{cfg.prompts_per_suite} prompts per suite, {cfg.steps} steps, guidance {cfg.guidance_scale}, seed {cfg.seed}, "
@@ -127,6 +170,8 @@ def report(results: dict, cfg: QuickstartConfig) -> str:
         "## Prompt alignment (world evaluator, % correct)", "",
         "`all`: every object has the right shape, colour, size and place, and nothing extra is drawn.", "",
         alignment_table(results["alignment"]), "",
+        *quant_section,
         "## Cost (batch 1, warm, median)", "", *cost, "",
-        "## Images", "", *[f"![{m}]({grid_name(m)})" for m in results["cost"]], "",
+        "## Images (16-bit and W4A4 rows of each suite side by side)", "",
+        *[f"![{m}]({grid_name(m)})" for m in cfg.models], "",
     ])

@@ -11,15 +11,19 @@ def test_quickstart_writes_report_grid_and_config(tmp_path, tiny_family):
     model = str(export / "ref-dit")
     cfg = load_config(QuickstartConfig, "configs/quickstart.yaml",
                       [f"output_dir={tmp_path}", "prompts_per_suite=2", "steps=2", "latency_repeats=1",
-                       f"models=[{model}]", f"evaluator={export / 'evaluator'}", "suites=[single, two]"])
+                       f"models=[{model}]", f"evaluator={export / 'evaluator'}", "suites=[single, two]",
+                       "quant.rank=8", "quant.calibration.prompts=2", "quant.calibration.steps=2"])
     out = run_quickstart(cfg)
     results = json.loads((out / "results.json").read_text())
-    assert set(results["alignment"]) == {"rendered (ceiling)", model}
+    assert set(results["alignment"]) == {"rendered (ceiling)", model, f"{model} W4A4"}
+    q = results["quantized"][f"{model} W4A4"]
+    assert q["layers"] > 0 and q["layers_ratio"] < 1 and q["psnr_vs_16bit"] > 5
     assert set(results["alignment"][model]) == {"single", "two"}
     cost = results["cost"][model]
     assert cost["latency_s"] > 0 and cost["peak_rss_mib"] > 0 and cost["disk_mib"] > 1
     report = (out / "report.md").read_text()
-    assert f"| {model} | two |" in report
+    assert f"| {model} | two |" in report and f"| {model} W4A4 | two |" in report
+    assert "W4A4 (SVDQuant) against 16-bit" in report
     assert len(list(out.glob("*-grid.png"))) == 1
     assert Image.open(next(out.glob("*-grid.png"))).size[0] > 100
     assert (out / "config.yaml").is_file()
