@@ -23,7 +23,7 @@ def grouped_gemm(a_values: torch.Tensor, a_scales: torch.Tensor, w: F.QTensor) -
     """
     wv, ws, g = F.code_values(w).double(), F.group_scales(w).double(), w.group_size
     av, as_ = a_values.double(), a_scales.double()
-    out = torch.zeros(av.shape[0], wv.shape[0], dtype=torch.float64)
+    out = torch.zeros(av.shape[0], wv.shape[0], dtype=torch.float64, device=av.device)
     for j in range(wv.shape[1] // g):
         part = av[:, j * g:(j + 1) * g] @ wv[:, j * g:(j + 1) * g].T
         out += part * as_[:, j:j + 1] * ws[:, j]
@@ -49,7 +49,7 @@ def svdquant_forward(layer, x: torch.Tensor) -> torch.Tensor:
 
     rows = xs.movedim(1, -1) if conv else xs.reshape(-1, s.in_channels)
     if s.activations == "none":
-        values, scales = rows, torch.ones(*rows.shape[:-1], rows.shape[-1] // w.group_size)
+        values, scales = rows, torch.ones(*rows.shape[:-1], rows.shape[-1] // w.group_size, device=rows.device)
     else:
         qa = F.quantize(rows + shift, s.activations, s.group_size)
         values, scales = F.code_values(qa), F.group_scales(qa)

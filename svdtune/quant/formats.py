@@ -64,14 +64,15 @@ def quantize(x: torch.Tensor, fmt: str, group_size: int, shrink: torch.Tensor | 
         codes = (xg / scale.float()).round().clamp(lo, hi)
         return QTensor(_flat(codes, x), scale.squeeze(-1), fmt, group)
     if fmt == "nvfp4":
-        tensor_scale = (x.float().abs().amax() / (E2M1[-1] * FP8_MAX)).clamp_min(TINY)
-        scale = (amax / E2M1[-1] / tensor_scale).to(torch.float8_e4m3fn)
+        grid = E2M1.to(x.device)
+        tensor_scale = (x.float().abs().amax() / (grid[-1] * FP8_MAX)).clamp_min(TINY)
+        scale = (amax / grid[-1] / tensor_scale).to(torch.float8_e4m3fn)
         step = (scale.float() * tensor_scale).clamp_min(TINY)
-        index = torch.bucketize((xg.abs() / step).clamp(max=E2M1[-1]).contiguous(), (E2M1[1:] + E2M1[:-1]) / 2)
+        index = torch.bucketize((xg.abs() / step).clamp(max=grid[-1]).contiguous(), (grid[1:] + grid[:-1]) / 2)
         codes = torch.where(xg < 0, index + 8, index)
         return QTensor(_flat(codes, x), scale.squeeze(-1), fmt, group, tensor_scale)
     if fmt == "nf4":
-        book = nf4_code_book()
+        book = nf4_code_book().to(x.device)
         scale = amax.clamp_min(TINY).half()
         codes = torch.bucketize(xg / scale.float(), (book[1:] + book[:-1]) / 2)  # nearest (sorted book)
         return QTensor(_flat(codes, x), scale.squeeze(-1), fmt, group)
@@ -87,9 +88,9 @@ def code_values(q: QTensor) -> torch.Tensor:
     if q.fmt in INT_QMAX:
         return q.codes.float()
     if q.fmt == "nvfp4":
-        c = q.codes.long()
-        return torch.where(c >= 8, -E2M1[c & 7], E2M1[c & 7])
-    return nf4_code_book()[q.codes.long()]
+        c, grid = q.codes.long(), E2M1.to(q.codes.device)
+        return torch.where(c >= 8, -grid[c & 7], grid[c & 7])
+    return nf4_code_book().to(q.codes.device)[q.codes.long()]
 
 
 def group_scales(q: QTensor) -> torch.Tensor:
@@ -117,12 +118,12 @@ def quantize_weight(w: torch.Tensor, fmt: str, group_size: int, shrink_grid=(1.0
     if len(shrink_grid) == 1:
         return quantize(w, fmt, group_size, shrink_grid[0])
     group = group_of(w.shape[-1], group_size)
-    imp = torch.ones(w.shape[-1]) if importance is None else importance.float()
+    imp = torch.ones(w.shape[-1], device=w.device) if importance is None else importance.float()
     imp = imp.reshape(-1, group)
     wg = w.float().reshape(w.shape[0], -1, group)
     errors = []
     for s in shrink_grid:
         dq = dequantize(quantize(w, fmt, group_size, s)).reshape(wg.shape)
         errors.append(((dq - wg) ** 2 * imp).sum(-1))
-    best = torch.tensor(shrink_grid)[torch.stack(errors).argmin(0)]
+    best = torch.tensor(shrink_grid, device=w.device)[torch.stack(errors).argmin(0)]
     return quantize(w, fmt, group_size, best.unsqueeze(-1))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -72,10 +71,10 @@ def select_layers(model: nn.Module, cfg: QuantConfig) -> tuple[dict[str, nn.Modu
 
 
 def is_world_pipeline(pipe) -> bool:
-    from svdtune.pipelines import WORLD_MARKER
+    from svdtune.pipelines import is_world_model
 
     path = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "")
-    return bool(path) and (Path(path) / WORLD_MARKER).is_file()
+    return bool(path) and is_world_model(path)
 
 
 def quantize(model_or_pipe, config: QuantConfig, calibration: dict[str, LayerStats] | None = None,

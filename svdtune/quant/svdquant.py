@@ -73,7 +73,8 @@ def fit_layer(w: torch.Tensor, x: torch.Tensor, absmax: torch.Tensor, input_min:
     `absmax` (C,) is the calibration's per-channel max |input| over the whole trajectory (x is
     only a sample); `cfg` must be resolved.
     """
-    w, x = w.float(), x.float()
+    w = w.float()
+    x, absmax = x.to(w.device, torch.float32), absmax.to(w.device)
     channels = absmax.numel()
     positions = w.shape[1] // channels
     fmt, shift = act_format(cfg, input_min)
@@ -82,7 +83,7 @@ def fit_layer(w: torch.Tensor, x: torch.Tensor, absmax: torch.Tensor, input_min:
     ref_energy = y_ref.pow(2).sum().clamp_min(1e-30)
 
     def error(lam, down, up, residual_dq) -> float:
-        lam_k = lam.repeat(positions) if lam is not None else torch.ones(w.shape[1])
+        lam_k = lam.repeat(positions) if lam is not None else torch.ones(w.shape[1], device=w.device)
         xs = x / lam_k
         y = fake_act(xs, fmt, g, shift / lam_k) @ residual_dq.T
         if down is not None:
