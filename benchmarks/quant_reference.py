@@ -15,9 +15,6 @@ import copy
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from svdtune.eval.cost import measure
 from svdtune.eval.frechet import frechet_distance
 from svdtune.eval.world_bench import alignment, evaluator_features, prompt_suite, render_scenes
@@ -26,6 +23,7 @@ from svdtune.pipelines import load_evaluator, load_pipeline
 from svdtune.quant.config import QuantConfig
 from svdtune.quant.quantize import collect_statistics, denoiser_of, quantize, size_summary
 from svdtune.quant.serialize import WEIGHTS, save_quantized
+from svdtune.quickstart import psnr
 
 METHODS = {
     "W4A4 naive (RTN)": QuantConfig(method="rtn"),
@@ -40,11 +38,6 @@ ABLATIONS = {
     "SVDQuant r32, 1 low-rank iteration": QuantConfig(lowrank_iters=1),
     "SVDQuant r32, NVFP4 g16": QuantConfig(weights="nvfp4", activations="nvfp4", group_size=16),
 }
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
-    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
 
 
 def evaluate(model_name, methods, args, evaluator):
