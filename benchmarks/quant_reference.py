@@ -100,8 +100,9 @@ def main():
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--models", nargs="*", default=["ref-unet", "ref-dit"])
     ap.add_argument("--ablations", action="store_true")
+    ap.add_argument("--evaluator", default=None, help="world evaluator folder (default: the shipped one)")
     args = ap.parse_args()
-    evaluator = load_evaluator()
+    evaluator = load_evaluator(args.evaluator)
     for model in args.models:
         print_table(f"{model}: {args.n} prompts, {args.steps} steps, guidance {args.guidance}",
                     evaluate(model, METHODS, args, evaluator))

@@ -25,12 +25,15 @@ WeightFormat = Literal["int4", "nvfp4", "int8", "nf4"]
 ActFormat = Literal["int4", "nvfp4", "int8", "none"]
 
 # Per-method defaults for every field that is None in a user's config.
+# The baselines round to nearest over the full range (bitsandbytes' NF4 is absmax-scaled too);
+# SVDQuant and SmoothQuant search a per-group range shrink.
+SHRINK_GRID = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7]
 METHOD_DEFAULTS = {
-    "svdquant": dict(weights="int4", activations="int4", rank=32, smooth=True, lowrank_iters=3),
-    "smoothquant": dict(weights="int4", activations="int4", rank=0, smooth=True, lowrank_iters=1),
-    "rtn": dict(weights="int4", activations="int4", rank=0, smooth=False, lowrank_iters=1),
-    "w8a8": dict(weights="int8", activations="int8", rank=0, smooth=False, lowrank_iters=1),
-    "nf4": dict(weights="nf4", activations="none", rank=0, smooth=False, lowrank_iters=1),
+    "svdquant": dict(weights="int4", activations="int4", rank=32, smooth=True, lowrank_iters=3, shrink_grid=SHRINK_GRID),
+    "smoothquant": dict(weights="int4", activations="int4", rank=0, smooth=True, lowrank_iters=1, shrink_grid=SHRINK_GRID),
+    "rtn": dict(weights="int4", activations="int4", rank=0, smooth=False, lowrank_iters=1, shrink_grid=[1.0]),
+    "w8a8": dict(weights="int8", activations="int8", rank=0, smooth=False, lowrank_iters=1, shrink_grid=[1.0]),
+    "nf4": dict(weights="nf4", activations="none", rank=0, smooth=False, lowrank_iters=1, shrink_grid=[1.0]),
 }
 # Group sizes along the input channels: 0 means one group per row (per channel / per token).
 FORMAT_GROUP = {"int4": 64, "nvfp4": 16, "int8": 0, "nf4": 64, "none": 0}
@@ -76,8 +79,7 @@ class QuantConfig:
     smooth_alphas: list[float] = dataclasses.field(
         default_factory=lambda: [round(0.05 * i, 2) for i in range(1, 20)])  # alpha grid (plus "no smoothing")
     lowrank_iters: int | None = None     # LoftQ-style alternations (early stop on output error)
-    shrink_grid: list[float] = dataclasses.field(
-        default_factory=lambda: [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7])  # weight range shrink, per group
+    shrink_grid: list[float] | None = None  # weight range shrink candidates, chosen per group
     unsigned_acts: bool = True           # shifted uint4 for non-negative-ish (post-GELU) int4 inputs
     include: list[str] = dataclasses.field(default_factory=lambda: [r".*"])
     exclude: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_16BIT))
@@ -101,13 +103,13 @@ class QuantConfig:
             raise ValueError("nvfp4 uses groups of 16 for weights and activations (weights: nvfp4, group_size: 16)")
         if r.method in ("smoothquant", "rtn", "w8a8", "nf4") and r.rank:
             raise ValueError(f"method {r.method!r} has no low-rank branch; use method: svdquant for rank > 0")
-        if not all(0 < s <= 1 for s in self.shrink_grid) or not self.smooth_alphas:
-            raise ValueError("shrink_grid values must be in (0, 1] and smooth_alphas must not be empty")
+        if not r.shrink_grid or not all(0 < s <= 1 for s in r.shrink_grid) or not self.smooth_alphas:
+            raise ValueError("shrink_grid needs values in (0, 1] and smooth_alphas must not be empty")
 
     def resolved(self) -> "QuantConfig":
         """A copy with every None field set to the method's default."""
         defaults = METHOD_DEFAULTS[self.method]
-        values = {k: defaults[k] for k in defaults if getattr(self, k) is None}
+        values = {k: list(v) if isinstance(v, list) else v for k, v in defaults.items() if getattr(self, k) is None}
         out = dataclasses.replace(self, **values)
         if out.group_size is None:
             out.group_size = FORMAT_GROUP[out.weights]
