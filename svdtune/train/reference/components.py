@@ -111,10 +111,13 @@ def build_dit(sample_size: int, text_dim: int, pooled_dim: int) -> SD3Transforme
 
 
 def ddpm_scheduler() -> DDPMScheduler:
-    # Stable Diffusion 1.x training schedule (epsilon prediction).
+    """Stable Diffusion's schedule rescaled to zero terminal SNR, with v-prediction and trailing
+    timesteps (Lin et al. 2024). With SD's own schedule, 7% of the image survives at t = 999; on
+    this world the UNet learned to read where objects are from that leak instead of the caption,
+    and placed them at random from pure noise (position accuracy 8%, below chance)."""
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                         beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False,
-                         steps_offset=1)
+                         beta_schedule="scaled_linear", prediction_type="v_prediction", clip_sample=False,
+                         rescale_betas_zero_snr=True, timestep_spacing="trailing", steps_offset=1)
 
 
 def unet_pipeline(unet, vae, text_encoder, tokenizer) -> StableDiffusionPipeline:

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel, compute_snr
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -187,8 +187,10 @@ def cached_latents(cache: dict, indices: list[int]) -> torch.Tensor:
 # ---------------------------------------------------------------- denoisers
 
 def train_unet(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, cache: dict,
-               p_short: float = 0.25, p_drop: float = 0.1, snr_gamma: float = 5.0, ema_decay: float = 0.995):
-    """UNet and text encoder trained jointly with the epsilon loss (min-SNR weighted)."""
+               p_short: float = 0.25, p_drop: float = 0.1, ema_decay: float = 0.995):
+    """UNet and text encoder trained jointly with the v-prediction loss on a zero-terminal-SNR
+    schedule (see components.ddpm_scheduler). No min-SNR weighting: it would zero the weight of
+    the pure-noise end, where the layout has to come from the caption."""
     torch.manual_seed(seed)
     text_encoder = C.build_text_encoder(tokenizer)
     unet = C.build_unet(C.latent_size(vae), text_encoder.config.hidden_size)
@@ -205,9 +207,7 @@ def train_unet(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, cach
         noise = torch.randn(latents.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
         pred = unet(scheduler.add_noise(latents, noise, t), t, text_encoder(ids).last_hidden_state).sample
-        snr = compute_snr(scheduler, t)
-        weight = torch.minimum(snr, torch.full_like(snr, snr_gamma)) / snr
-        return (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
+        return F.mse_loss(pred, scheduler.get_velocity(latents, noise, t))
 
     fit("unet", {"unet": unet, "text_encoder": text_encoder}, loss_fn, cfg, ckpt_dir, ema)
     ema.copy_to(list(unet.parameters()) + list(text_encoder.parameters()))
