@@ -97,41 +97,42 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
     results["quantized"] = {}
     for model in cfg.models:
         pipe = load_pipeline(model, cfg.dtype, cfg.device)
-        variants = {model: None}
-        if cfg.quantize:
-            variants[f"{model} W4A4"] = model
-        rows, captions = [], []
-        fp_images = {}
-        for key, source in variants.items():
-            if source is not None:  # the 16-bit run is done: quantize its denoiser in place
-                with measure(cfg.device) as qcost:
-                    denoiser = quantize(pipe, cfg.quant)
-                size = size_summary(denoiser)
-                results["quantized"][key] = {"seconds": qcost.seconds, "peak_mib": qcost.peak_mib,
-                                             "layers": len(denoiser.svdtune_quant.layers),
-                                             "layers_ratio": size["layers_ratio"]}
-            disk = size["denoiser_quantized_bytes"] / 2**20 if source is not None else None
-            results["cost"][key] = model_cost(pipe, cfg.steps, cfg.latency_repeats, cfg.device, disk)
-            results["alignment"][key], psnrs = {}, []
-            for i, name in enumerate(suites):
-                images, _ = generate_images(pipe, prompts[name], cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size)
-                results["alignment"][key][name] = alignment(evaluator, images, prompts[name])
-                if source is None:
-                    fp_images[name] = images
-                else:
-                    psnrs.append(psnr(images, fp_images[name]))
-                rows.append((2 * i + (source is not None), images[:8], [f"{'W4A4' if source else '16-bit'}: {p}" for p in prompts[name][:8]]))
-            if source is not None:
-                results["quantized"][key]["psnr_vs_16bit"] = float(np.mean(psnrs))
-        rows.sort(key=lambda r: r[0])  # 16-bit and W4A4 rows of each suite next to each other
-        save_grid(out / grid_name(model), np.concatenate([r[1] for r in rows]), sum((r[2] for r in rows), []),
-                  ncols=8, scale=3)
+        results["cost"][model] = model_cost(pipe, cfg.steps, cfg.latency_repeats, cfg.device)
+        images = {"16-bit": run_suites(pipe, prompts, cfg)}
+        results["alignment"][model] = score_suites(evaluator, images["16-bit"], prompts)
+        if cfg.quantize:  # quantize the denoiser in place, then the same prompts and seeds again
+            key = f"{model} W4A4"
+            with measure(cfg.device) as qcost:
+                denoiser = quantize(pipe, cfg.quant)
+            size = size_summary(denoiser)
+            results["cost"][key] = model_cost(pipe, cfg.steps, cfg.latency_repeats, cfg.device,
+                                              size["denoiser_quantized_bytes"] / 2**20)
+            images["W4A4"] = run_suites(pipe, prompts, cfg)
+            results["alignment"][key] = score_suites(evaluator, images["W4A4"], prompts)
+            results["quantized"][key] = {
+                "seconds": qcost.seconds, "peak_mib": qcost.peak_mib, "layers": len(denoiser.svdtune_quant.layers),
+                "layers_ratio": size["layers_ratio"],
+                "psnr_vs_16bit": float(np.mean([psnr(images["W4A4"][n], images["16-bit"][n]) for n in prompts])),
+            }
+        # 16-bit and W4A4 rows of each suite next to each other
+        rows = [(label, name) for name in prompts for label in images]
+        save_grid(out / grid_name(model), np.concatenate([images[label][name][:8] for label, name in rows]),
+                  [f"{label}: {p}" for label, name in rows for p in prompts[name][:8]], ncols=8, scale=3)
         del pipe
     results["settings"] = dataclasses.asdict(cfg) | {"torch": torch.__version__, "threads": torch.get_num_threads(),
                                                     "machine": platform.processor() or platform.machine()}
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     atomic_write_text(out / "report.md", report(results, cfg))
     return out
+
+
+def run_suites(pipe, prompts: dict[str, list[str]], cfg: QuickstartConfig) -> dict[str, np.ndarray]:
+    return {name: generate_images(pipe, p, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size)[0]
+            for name, p in prompts.items()}
+
+
+def score_suites(evaluator, images: dict[str, np.ndarray], prompts: dict[str, list[str]]) -> dict:
+    return {name: alignment(evaluator, images[name], p) for name, p in prompts.items()}
 
 
 def psnr(images: np.ndarray, reference: np.ndarray) -> float:
