@@ -20,6 +20,8 @@ log = logging.getLogger("svdtune")
 
 def _commands():
     # Imported lazily so `svdtune --help` stays fast.
+    from svdtune.data.build import DataBuildConfig, run_data_build
+    from svdtune.data.pairs import DataPairsConfig, run_data_pairs
     from svdtune.generate import GenerateConfig, run_generate
     from svdtune.quant.job import QuantizeJobConfig, run_quantize
     from svdtune.quickstart import QuickstartConfig, run_quickstart
@@ -30,6 +32,8 @@ def _commands():
         "generate": (GenerateConfig, run_generate),
         "quantize": (QuantizeJobConfig, run_quantize),
         "train-reference": (FamilyConfig, train_family),
+        "data build": (DataBuildConfig, run_data_build),
+        "data pairs": (DataPairsConfig, run_data_pairs),
     }
 
 
@@ -40,6 +44,22 @@ HELP = {
     "train-reference": "train the reference model family from scratch (resumable)",
     "info": "versions, device and the installed reference models",
 }
+DATA_HELP = {
+    "build": "filter caption sources to a domain: --domain food --sources coco=PATH,mjhq=PATH --out DIR",
+    "pairs": "(plain -> domain-style) prompt pairs for the rewriter, from the same sources",
+}
+
+
+def _data_flags(args) -> list[str]:
+    """`--domain/--sources/--out` are shorthands for the overrides domain=, sources=, output_dir=."""
+    out = [f"domain={args.domain}"] if args.domain else []
+    if args.sources:
+        pairs = [item.partition("=") for item in args.sources.split(",") if item]
+        bad = [p[0] for p in pairs if not p[1]]
+        if bad:
+            raise UserError(f"--sources: {bad[0]!r} is not name=path (for example coco=/data/coco,mjhq=/data/mjhq)")
+        out.append("sources=" + json.dumps({name: path for name, _, path in pairs}))
+    return out + ([f"output_dir={args.out}"] if args.out else [])
 
 
 def info() -> None:
@@ -72,18 +92,31 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _job_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--config", help="YAML config file (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. steps=30")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="svdtune", description="4-bit SVDQuant diffusion + domain LoRA trainer")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, text in HELP.items():
         p = sub.add_parser(name, help=text, description=text)
-        if name == "info":
-            continue
-        p.add_argument("--config", help="YAML config file (see configs/)")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. steps=30")
+        if name != "info":
+            _job_arguments(p)
         if name == "generate":
             p.add_argument("--prompt", action="append", help="prompt text (repeat for several)")
+    data = sub.add_parser("data", help="domain subsets and rewrite pairs from caption datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="step")
+    for name, text in DATA_HELP.items():
+        p = _job_arguments(data_sub.add_parser(name, help=text, description=text))
+        p.add_argument("--domain", help="shipped domain name (configs/domains/) or a domain YAML file")
+        p.add_argument("--sources", help="comma-separated name=path, name one of coco, mjhq, dci, generic, world")
+        p.add_argument("--out", help="output folder")
     args = parser.parse_args(argv)
+    if args.command == "data":
+        args.command = f"data {args.data_command}"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     _quiet_libraries()
     try:
@@ -94,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
         config_cls, run = _commands()[args.command]
         overrides = list(args.overrides)
+        if args.command.startswith("data "):
+            overrides = _data_flags(args) + overrides
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise UserError(f"{bad[0]!r} is not a key=value override" +

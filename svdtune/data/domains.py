@@ -1,0 +1,90 @@
+"""Domains: what a domain adapter is trained on, defined by a YAML file in `configs/domains/`.
+
+    name: food
+    description: photographs of food ...        # embedded, with the examples, as the domain's centre
+    keywords: [pizza, sandwich, ...]            # matched on word boundaries, plurals included
+    synonyms: [snack, ...]                      # matched like keywords
+    negative_keywords: [toy, ...]               # a match drops the caption
+    categories: [food]                          # MJHQ categories (or world styles) that are the domain
+    examples: ["a plate of pasta ...", ...]
+    style_suffix: ", professional food photography, ..."   # what the rewriter learns to add
+    similarity: 0.5                             # embedding threshold for captions no keyword decided
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from svdtune.config import ConfigError, load_config
+
+DOMAIN_DIR = Path(__file__).resolve().parents[2] / "configs" / "domains"
+
+
+@dataclasses.dataclass
+class Domain:
+    name: str = ""
+    description: str = ""
+    keywords: list[str] = dataclasses.field(default_factory=list)
+    synonyms: list[str] = dataclasses.field(default_factory=list)
+    negative_keywords: list[str] = dataclasses.field(default_factory=list)
+    categories: list[str] = dataclasses.field(default_factory=list)
+    examples: list[str] = dataclasses.field(default_factory=list)
+    style_suffix: str = ""
+    similarity: float = 0.5
+    top_k: int = 0  # > 0: keep the k most similar undecided captions instead of a threshold
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ValueError("name: a domain needs a name")
+        if not self.description and not self.examples:
+            raise ValueError("description: give a description or examples (they define the embedding centre)")
+        if not -1 <= self.similarity <= 1:
+            raise ValueError(f"similarity: {self.similarity} is not a cosine similarity in [-1, 1]")
+
+    def keyword_pattern(self) -> re.Pattern | None:
+        return word_pattern([*self.keywords, *self.synonyms])
+
+    def negative_pattern(self) -> re.Pattern | None:
+        return word_pattern(self.negative_keywords)
+
+    def anchor_texts(self) -> list[str]:
+        return [t for t in (self.description, *self.examples) if t]
+
+
+def plural_forms(phrase: str) -> set[str]:
+    """The phrase and the regular plurals of its last word (dish -> dishes, berry -> berries, loaf -> loaves)."""
+    head, _, word = phrase.lower().strip().rpartition(" ")
+    forms = {word, word + "s", word + "es"}
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        forms.add(word[:-1] + "ies")
+    if word.endswith("f"):
+        forms.add(word[:-1] + "ves")
+    if word.endswith("fe"):
+        forms.add(word[:-2] + "ves")
+    return {f"{head} {f}".strip() for f in forms}
+
+
+def word_pattern(phrases: list[str]) -> re.Pattern | None:
+    forms = sorted({f for p in phrases if p.strip() for f in plural_forms(p)}, key=len, reverse=True)
+    if not forms:
+        return None
+    body = "|".join(re.escape(f).replace(r"\ ", r"[\s-]+") for f in forms)
+    return re.compile(rf"\b(?:{body})\b", re.IGNORECASE)
+
+
+def load_domain(name_or_path: str) -> Domain:
+    """A shipped domain by name (configs/domains/<name>.yaml) or a YAML file of your own."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = DOMAIN_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            shipped = sorted(p.stem for p in DOMAIN_DIR.glob("*.yaml"))
+            raise ConfigError(f"unknown domain {name_or_path!r}; shipped domains: {', '.join(shipped)} "
+                              "(or give the path of a domain YAML file)")
+    return load_config(Domain, path)
+
+
+def shipped_domains() -> list[str]:
+    return sorted(p.stem for p in DOMAIN_DIR.glob("*.yaml"))

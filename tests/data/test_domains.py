@@ -1,0 +1,35 @@
+import pytest
+
+from svdtune.config import ConfigError
+from svdtune.data import world
+from svdtune.data.domains import load_domain, plural_forms, shipped_domains, word_pattern
+
+
+def test_keywords_match_whole_words_and_plurals():
+    pat = word_pattern(["cat", "strawberry", "loaf", "hot dog", "knife", "dish"])
+    for text in ("two cats on a bed", "fresh strawberries", "three loaves of bread", "hot dogs with mustard",
+                 "a hot-dog stand", "knives on a board", "dirty dishes"):
+        assert pat.search(text), text
+    for text in ("a category of things", "a concatenation", "a hotel dogma", "fishing"):
+        assert not pat.search(text), text
+    assert plural_forms("ice cream") >= {"ice cream", "ice creams"}
+
+
+def test_shipped_domains_load_and_cover_the_real_and_world_domains():
+    names = shipped_domains()
+    assert {"food", "animals", "landscape", "vehicles", "indoor"} <= set(names)
+    assert set(world.STYLES) - {"plain"} <= set(names)
+    for name in names:
+        d = load_domain(name)
+        assert d.name == name and d.keyword_pattern() is not None and d.style_suffix and d.anchor_texts()
+        if name in world.STYLES:  # the rewriter learns the world's own style phrase
+            assert d.style_suffix == f", {world.STYLES[name]}" and d.categories == [name]
+
+
+def test_unknown_domain_lists_the_shipped_ones(tmp_path):
+    with pytest.raises(ConfigError, match="unknown domain 'sepia'; shipped domains: animals"):
+        load_domain("sepia")
+    bad = tmp_path / "d.yaml"
+    bad.write_text("name: x\nsimilarity: 3\ndescription: y\n")
+    with pytest.raises(ConfigError, match="similarity: 3.0 is not a cosine similarity"):
+        load_domain(str(bad))
