@@ -4,11 +4,18 @@
     description: photographs of food ...        # embedded, with the examples, as the domain's centre
     keywords: [pizza, sandwich, ...]            # matched on word boundaries, plurals included
     synonyms: [snack, ...]                      # matched like keywords
-    negative_keywords: [toy, ...]               # a match drops the caption
+    negative_keywords: [hot dog, ...]           # phrases that are not the domain (a hot dog is no dog)
+    veto_keywords: [outside, ...]               # context that rules the domain out whatever else matches
+    exclude_depictions: true                    # toys, statues, pictures, costumes... are not the thing
     categories: [food]                          # MJHQ categories (or world styles) that are the domain
     examples: ["a plate of pasta ...", ...]
     style_suffix: ", professional food photography, ..."   # what the rewriter learns to add
     similarity: 0.5                             # embedding threshold for captions no keyword decided
+
+Keywords and negatives are phrases matched on word boundaries (plurals included) or, prefixed
+with `re:`, regular expressions. Negatives mask what they match before keywords are looked for:
+"a puppy chewing a teddy bear" is still about a puppy, "a teddy bear on a bed" has no animal left
+and is dropped.
 """
 
 from __future__ import annotations
@@ -29,9 +36,11 @@ class Domain:
     keywords: list[str] = dataclasses.field(default_factory=list)
     synonyms: list[str] = dataclasses.field(default_factory=list)
     negative_keywords: list[str] = dataclasses.field(default_factory=list)
+    veto_keywords: list[str] = dataclasses.field(default_factory=list)
     categories: list[str] = dataclasses.field(default_factory=list)
     examples: list[str] = dataclasses.field(default_factory=list)
     style_suffix: str = ""
+    exclude_depictions: bool = False
     similarity: float = 0.5
     top_k: int = 0  # > 0: keep the k most similar undecided captions instead of a threshold
 
@@ -46,8 +55,11 @@ class Domain:
     def keyword_pattern(self) -> re.Pattern | None:
         return word_pattern([*self.keywords, *self.synonyms])
 
+    def veto_pattern(self) -> re.Pattern | None:
+        return word_pattern(self.veto_keywords)
+
     def negative_pattern(self) -> re.Pattern | None:
-        return word_pattern(self.negative_keywords)
+        return word_pattern([*self.negative_keywords, *([f"re:{DEPICTIONS}"] if self.exclude_depictions else [])])
 
     def anchor_texts(self) -> list[str]:
         return [t for t in (self.description, *self.examples) if t]
@@ -67,11 +79,27 @@ def plural_forms(phrase: str) -> set[str]:
 
 
 def word_pattern(phrases: list[str]) -> re.Pattern | None:
-    forms = sorted({f for p in phrases if p.strip() for f in plural_forms(p)}, key=len, reverse=True)
-    if not forms:
+    regexes = [p[3:] for p in phrases if p.startswith("re:")]
+    forms = sorted({f for p in phrases if p.strip() and not p.startswith("re:") for f in plural_forms(p)},
+                   key=len, reverse=True)
+    if not forms and not regexes:
         return None
-    body = "|".join(re.escape(f).replace(r"\ ", r"[\s-]+") for f in forms)
+    body = "|".join([*(re.escape(f).replace(r"\ ", r"[\s-]+") for f in forms), *(f"(?:{r})" for r in regexes)])
     return re.compile(rf"\b(?:{body})\b", re.IGNORECASE)
+
+
+# Things that look like the domain's subject but are not it: "a toy fire truck", "a statue of a
+# horse", "a cake shaped like a car", "a man in a hot dog costume". Matched spans are masked.
+_THING = r"(?:\s+(?:an?|the|two|some|little|small|large|giant|big))?(?:\s+[\w'-]+){1,2}"
+DEPICTIONS = "|".join([
+    r"(?:toy|stuffed|plush|plastic|model|lego|inflatable|cartoon|fake|miniature)(?:\s+[\w'-]+){1,2}",
+    r"(?:statue|sculpture|figurine|painting|drawing|poster|mural|print|sign|logo|billboard|ad|advertisement|"
+    r"screen|printed|painted|with\s+an?\s+(?:picture|photo|image))s?\s+(?:of|for|with|showing|advertising)(?:\s+(?:a|an|the))?(?:\s+[\w'-]+){1,2}",
+    rf"(?:shaped|decorated|made)\s+(?:like|to\s+look\s+like|as){_THING}",
+    rf"(?:looks|look|dressed)\s+(?:like|as){_THING}",
+    r"[\w'-]+(?:\s+[\w'-]+)?\s+(?:costume|suit|mascot|kite|statue|figurine|sculpture|decal|sticker|ornament|balloon|"
+    r"magnet|pattern|print|picture|logo|painted|printed|crackers)s?(?!\s+of\b)",
+])
 
 
 def load_domain(name_or_path: str) -> Domain:

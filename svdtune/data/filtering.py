@@ -20,25 +20,30 @@ KEEP, DROP, UNDECIDED = 1, 0, -1
 
 
 def decide(ds: datasets.Dataset, domain: Domain, num_proc: int | None = None) -> datasets.Dataset:
-    """Adds `decision` (KEEP / DROP / UNDECIDED) and `reason` from categories and keywords."""
-    kw, neg = domain.keyword_pattern(), domain.negative_pattern()
+    """Adds `decision` (KEEP / DROP / UNDECIDED) and `reason` from categories and keywords.
+
+    Negative phrases are masked out first; a caption with a keyword left is kept, one whose only
+    match was negative is dropped, the rest wait for the embedding stage."""
+    kw, neg, veto = domain.keyword_pattern(), domain.negative_pattern(), domain.veto_pattern()
     return ds.map(_decide_batch, batched=True, batch_size=10_000, num_proc=num_proc, desc="keywords",
                   fn_kwargs={"categories": list(domain.categories), "keywords": kw.pattern if kw else "",
-                             "negatives": neg.pattern if neg else ""})
+                             "negatives": neg.pattern if neg else "", "vetoes": veto.pattern if veto else ""})
 
 
-def _decide_batch(batch, categories, keywords, negatives):
-    kw = re.compile(keywords, re.IGNORECASE) if keywords else None
-    neg = re.compile(negatives, re.IGNORECASE) if negatives else None
+def _decide_batch(batch, categories, keywords, negatives, vetoes):
+    kw, neg, veto = (re.compile(p, re.IGNORECASE) if p else None for p in (keywords, negatives, vetoes))
     decisions, reasons = [], []
     for short, long, category in zip(batch["short_caption"], batch["long_caption"], batch["category"]):
         text = f"{short} {long}"
+        masked = neg.sub(" ", text) if neg is not None else text  # "teddy bear" is not a bear
         if categories and category:  # the source says what the image is: trust it
             d, r = (KEEP, "category match") if category in categories else (DROP, "other category")
-        elif neg is not None and neg.search(text):
-            d, r = DROP, "negative keyword"
-        elif kw is not None and kw.search(text):
+        elif veto is not None and veto.search(text):
+            d, r = DROP, "veto keyword"
+        elif kw is not None and kw.search(masked):
             d, r = KEEP, "keyword match"
+        elif masked != text:
+            d, r = DROP, "negative keyword"
         else:
             d, r = UNDECIDED, ""
         decisions.append(d)

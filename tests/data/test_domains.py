@@ -15,6 +15,16 @@ def test_keywords_match_whole_words_and_plurals():
     assert plural_forms("ice cream") >= {"ice cream", "ice creams"}
 
 
+def test_depictions_are_not_the_thing_they_show():
+    animals = load_domain("animals")
+    neg, kw = animals.negative_pattern(), animals.keyword_pattern()
+    for text in ("a statue of a horse in a park", "a toy fire truck shaped like a dog", "a man in a gorilla suit",
+                 "cookies shaped like little dogs", "a shirt with a cat printed on it", "a teddy bear on a bed"):
+        assert kw.search(text) and not kw.search(neg.sub(" ", text)), text
+    for text in ("a puppy chewing a teddy bear", "a picture of a dog on a couch", "a statue with a pigeon on its head"):
+        assert kw.search(neg.sub(" ", text)), text
+
+
 def test_shipped_domains_load_and_cover_the_real_and_world_domains():
     names = shipped_domains()
     assert {"food", "animals", "landscape", "vehicles", "indoor"} <= set(names)

@@ -10,13 +10,17 @@ def test_decide_trusts_categories_then_negatives_then_keywords():
     cols.add("m1", "mjhq", "a bowl of ramen", category="food")
     cols.add("m2", "mjhq", "a pizza logo", category="logo")           # the category wins over the keyword
     cols.add("c1", "coco", "a slice of pizza on a plate")
-    cols.add("c2", "coco", "a toy pizza made of plastic")             # negative keyword
+    cols.add("c2", "coco", "a toy pizza made of plastic")             # depiction: masked, nothing left
     cols.add("c3", "coco", "a man riding a skateboard")
-    domain = Domain(name="food", description="food", keywords=["pizza", "ramen"], negative_keywords=["toy"],
-                    categories=["food"])
+    cols.add("c4", "coco", "a pizza next to a hot dog")               # the negative is masked, pizza stays
+    cols.add("c5", "coco", "a hot dog stand on a corner")
+    cols.add("c6", "coco", "a pizza box left outside on the curb")    # veto
+    domain = Domain(name="food", description="food", keywords=["pizza", "ramen", "dog"], negative_keywords=["hot dog"],
+                    veto_keywords=["curb"], categories=["food"], exclude_depictions=True)
     ds = filtering.decide(cols.dataset(), domain)
     assert list(zip(ds["decision"], ds["reason"])) == [
-        (1, "category match"), (0, "other category"), (1, "keyword match"), (0, "negative keyword"), (-1, "")]
+        (1, "category match"), (0, "other category"), (1, "keyword match"), (0, "negative keyword"), (-1, ""),
+        (1, "keyword match"), (0, "negative keyword"), (0, "veto keyword")]
 
 
 def test_near_duplicates_are_greedy_in_order():

@@ -1,0 +1,77 @@
+"""Domain-filter quality on a labelled check set: precision and recall per shipped domain.
+
+    .venv/bin/python benchmarks/domain_filter_quality.py [--world-per-style 40] [--show-errors]
+
+The check set: benchmarks/data/domain_check_set.jsonl (COCO-style captions written and labelled
+by hand, multi-label over food / animals / landscape / vehicles / indoor, a quarter of them hard
+cases such as teddy bears, hot dogs and toy trains) plus world captions labelled by rule (each
+detailed caption belongs to its style's domain). All are text-only records, so every decision
+comes from keywords and embeddings; categories are not used. Prints one row per domain for three
+filters: keywords only, embeddings only, and the shipped combination.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from svdtune.data import filtering, world
+from svdtune.data.domains import load_domain, shipped_domains
+from svdtune.data.embed import Embedder
+from svdtune.data.records import Columns
+from svdtune.data.sources.world import read_world
+
+CHECK_SET = Path(__file__).parent / "data" / "domain_check_set.jsonl"
+
+
+def check_set(world_per_style: int) -> tuple[list[str], list[set[str]]]:
+    rows = [json.loads(line) for line in CHECK_SET.read_text().splitlines() if line.strip()]
+    captions, labels = [r["caption"] for r in rows], [set(r["domains"]) for r in rows]
+    scenes = read_world(world_per_style, styles=tuple(world.STYLES), seed=7)
+    captions += scenes["long_caption"]
+    labels += [{c} for c in scenes["category"]]
+    return captions, labels
+
+
+def predict(captions: list[str], domain, vectors: np.ndarray, anchors: np.ndarray, mode: str) -> np.ndarray:
+    cols = Columns()
+    for i, c in enumerate(captions):
+        cols.add(str(i), "check", c)
+    decision = np.array(filtering.decide(cols.dataset(), domain)["decision"])
+    by_embedding = filtering.similarity(vectors, anchors) >= domain.similarity
+    if mode == "keywords":
+        return decision == filtering.KEEP
+    if mode == "embeddings":
+        return by_embedding
+    return (decision == filtering.KEEP) | ((decision == filtering.UNDECIDED) & by_embedding)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world-per-style", type=int, default=40)
+    ap.add_argument("--show-errors", action="store_true")
+    args = ap.parse_args()
+    captions, labels = check_set(args.world_per_style)
+    embedder = Embedder()
+    vectors = embedder.embed(captions)
+    print(f"check set: {len(captions)} captions ({sum(1 for l in labels if not l)} in no domain)\n")
+    print("| domain | positives | keywords P / R | embeddings P / R | shipped filter P / R |")
+    print("|---|---:|---:|---:|---:|")
+    for name in shipped_domains():
+        domain = load_domain(name)
+        truth = np.array([name in l for l in labels])
+        anchors = embedder.embed(domain.anchor_texts())
+        cells = []
+        for mode in ("keywords", "embeddings", "shipped"):
+            pred = predict(captions, domain, vectors, anchors, mode)
+            tp = (pred & truth).sum()
+            cells.append(f"{tp / max(pred.sum(), 1):.3f} / {tp / max(truth.sum(), 1):.3f}")
+            if mode == "shipped" and args.show_errors:
+                for i in np.flatnonzero(pred != truth):
+                    print(f"    {'FP' if pred[i] else 'FN'} {name}: {captions[i]}")
+        print(f"| {name} | {truth.sum()} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
