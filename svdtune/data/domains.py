@@ -92,13 +92,14 @@ def word_pattern(phrases: list[str]) -> re.Pattern | None:
 # horse", "a cake shaped like a car", "a man in a hot dog costume". Matched spans are masked.
 _THING = r"(?:\s+(?:an?|the|two|some|little|small|large|giant|big))?(?:\s+[\w'-]+){1,2}"
 DEPICTIONS = "|".join([
-    r"(?:toy|stuffed|plush|plastic|model|lego|inflatable|cartoon|fake|miniature)(?:\s+[\w'-]+){1,2}",
+    r"(?:toy|stuffed|plush|plastic|rubber|porcelain|ceramic|bronze|origami|model|lego|inflatable|cartoon|fake|"
+    r"miniature)(?:\s+[\w'-]+){1,2}",
     r"(?:statue|sculpture|figurine|painting|drawing|poster|mural|print|sign|logo|billboard|ad|advertisement|"
-    r"screen|printed|painted|with\s+an?\s+(?:picture|photo|image))s?\s+(?:of|for|with|showing|advertising)(?:\s+(?:a|an|the))?(?:\s+[\w'-]+){1,2}",
+    r"screen|printed|painted|with\s+an?\s+(?:picture|photo|image))s?\s+(?:of|for|with|showing|advertising|reading|saying|that\s+says|pointing\s+to(?:ward)?)(?:\s+(?:a|an|the))?(?:\s+[\w'-]+){1,2}",
     rf"(?:shaped|decorated|made)\s+(?:like|to\s+look\s+like|as){_THING}",
     rf"(?:looks|look|dressed)\s+(?:like|as){_THING}",
     r"[\w'-]+(?:\s+[\w'-]+)?\s+(?:costume|suit|mascot|kite|statue|figurine|sculpture|decal|sticker|ornament|balloon|"
-    r"magnet|pattern|print|picture|logo|painted|printed|crackers)s?(?!\s+of\b)",
+    r"magnet|pattern|print|picture|logo|painted|printed|crackers|mask|jersey)s?(?!\s+of\b)",
 ])
 
 
