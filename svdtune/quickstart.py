@@ -47,6 +47,9 @@ class QuickstartConfig:
     quantize: bool = True
     quant: QuantConfig = dataclasses.field(default_factory=lambda: QuantConfig(
         calibration=CalibrationConfig(prompts=32, steps=20, guidance=4.0, batch_size=32)))
+    # The data stage for one world-style domain: its subset and rewrite pairs ("" skips it).
+    domain: str = "pastel"
+    domain_scenes: int = 400  # world scenes per style read by the data stage
 
     def validate(self):
         for s in self.suites:
@@ -95,6 +98,8 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
     results = {"alignment": {"rendered (ceiling)": {n: alignment(evaluator, render_scenes(s), prompts[n])
                                                     for n, s in suites.items()}}, "cost": {}}
     results["quantized"] = {}
+    if cfg.domain:
+        results["data"] = domain_data(cfg, out / "data")
     for model in cfg.models:
         pipe = load_pipeline(model, cfg.dtype, cfg.device)
         results["cost"][model] = model_cost(pipe, cfg.steps, cfg.latency_repeats, cfg.device)
@@ -124,6 +129,25 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     atomic_write_text(out / "report.md", report(results, cfg))
     return out
+
+
+def domain_data(cfg: QuickstartConfig, out: Path) -> dict:
+    """`data build` and `data pairs` for the world-style domain: what its adapter and rewriter train on."""
+    from svdtune.config import load_config
+    from svdtune.data.build import DataBuildConfig, run_data_build
+    from svdtune.data.pairs import DataPairsConfig, run_data_pairs
+
+    # World captions differ in a word or two (a position, a size): only exact repeats are duplicates.
+    common = [f"domain={cfg.domain}", f"sources={{world: '{cfg.domain_scenes}'}}", "near_duplicate=0.995"]
+    subset = run_data_build(load_config(DataBuildConfig, None, common + [f"output_dir={out / cfg.domain}"]))
+    pairs = run_data_pairs(load_config(DataPairsConfig, None, common + [f"output_dir={out / (cfg.domain + '-pairs')}"]))
+    built, paired = (json.loads((d / "report.json").read_text()) for d in (subset, pairs))
+    from datasets import load_from_disk
+
+    example = load_from_disk(str(pairs / "dataset"))["train"][0]
+    return {"domain": cfg.domain, "subset": {"train": built["train"], "val": built["val"], "dir": str(subset)},
+            "pairs": {"train": paired["train"], "val": paired["val"], "dir": str(pairs)},
+            "read": built["counts"]["world"]["read"], "example_pair": [example["plain"], example["styled"]]}
 
 
 def run_suites(pipe, prompts: dict[str, list[str]], cfg: QuickstartConfig) -> dict[str, np.ndarray]:
@@ -164,6 +188,12 @@ def report(results: dict, cfg: QuickstartConfig) -> str:
     quant_section = ["## W4A4 (SVDQuant) against 16-bit, same prompts and seeds", "",
                      "Latency of W4A4 models is the fake-quant path (no fused kernel yet).", "", *quant, ""] \
         if results.get("quantized") else []
+    data = results.get("data")
+    data_section = [f"## Domain data: {data['domain']}", "",
+                    f"From {data['read']} world records: a subset of {data['subset']['train']} train + "
+                    f"{data['subset']['val']} val records (`{data['subset']['dir']}`) and {data['pairs']['train']} train + "
+                    f"{data['pairs']['val']} val rewrite pairs (`{data['pairs']['dir']}`), for example", "",
+                    f"> {data['example_pair'][0]!r} -> {data['example_pair'][1]!r}", ""] if data else []
     return "\n".join([
         "# svdtune quickstart", "",
         f"{cfg.prompts_per_suite} prompts per suite, {cfg.steps} steps, guidance {cfg.guidance_scale}, seed {cfg.seed}, "
@@ -172,6 +202,7 @@ def report(results: dict, cfg: QuickstartConfig) -> str:
         "`all`: every object has the right shape, colour, size and place, and nothing extra is drawn.", "",
         alignment_table(results["alignment"]), "",
         *quant_section,
+        *data_section,
         "## Cost (batch 1, warm, median)", "", *cost, "",
         "## Images (16-bit and W4A4 rows of each suite side by side)", "",
         *[f"![{m}]({grid_name(m)})" for m in cfg.models], "",

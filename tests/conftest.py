@@ -1,5 +1,6 @@
 import logging
 import os
+import tempfile
 
 import pytest
 
@@ -7,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("SVDTUNE_CACHE", tempfile.mkdtemp(prefix="svdtune-test-cache-"))  # embeddings, per run
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 from svdtune.pipelines import REFERENCE_DIR  # noqa: E402

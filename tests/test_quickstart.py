@@ -12,7 +12,8 @@ def test_quickstart_writes_report_grid_and_config(tmp_path, tiny_family):
     cfg = load_config(QuickstartConfig, "configs/quickstart.yaml",
                       [f"output_dir={tmp_path}", "prompts_per_suite=2", "steps=2", "latency_repeats=1",
                        f"models=[{model}]", f"evaluator={export / 'evaluator'}", "suites=[single, two]",
-                       "quant.rank=8", "quant.calibration.prompts=2", "quant.calibration.steps=2"])
+                       "quant.rank=8", "quant.calibration.prompts=2", "quant.calibration.steps=2",
+                       "domain_scenes=20"])
     out = run_quickstart(cfg)
     results = json.loads((out / "results.json").read_text())
     assert set(results["alignment"]) == {"rendered (ceiling)", model, f"{model} W4A4"}
@@ -27,3 +28,7 @@ def test_quickstart_writes_report_grid_and_config(tmp_path, tiny_family):
     assert len(list(out.glob("*-grid.png"))) == 1
     assert Image.open(next(out.glob("*-grid.png"))).size[0] > 100
     assert (out / "config.yaml").is_file()
+    data = results["data"]  # the data stage ran for the world-style domain
+    assert data["domain"] == "pastel" and data["read"] == 100 and 0 < data["subset"]["train"] <= 20
+    assert data["pairs"]["train"] > 0 and "soft pastel colours" in data["example_pair"][1]
+    assert "## Domain data: pastel" in report
