@@ -153,15 +153,21 @@ def filter_domain(ds: datasets.Dataset, domain: Domain, cfg: DataBuildConfig, co
     return datasets.DatasetDict(train=subset.select(np.flatnonzero(~is_val)), val=subset.select(np.flatnonzero(is_val)))
 
 
-def run_data_build(cfg: DataBuildConfig) -> Path:
-    out = Path(cfg.output_dir)
+def start(cfg: DataBuildConfig) -> tuple[Domain, datasets.Dataset, dict[str, Counter], Embedder | None]:
+    """What `data build` and `data pairs` begin with: the domain, the records read, an embedder."""
     domain = load_domain(cfg.domain)
-    save_config(cfg, out)
-    t0 = time.perf_counter()
+    save_config(cfg, cfg.output_dir)
     ds, counts = read_sources(cfg)
     if len(ds) == 0:
         raise UserError(f"no usable records in {cfg.sources}; see the skip warnings above")
     embedder = Embedder(cfg.embedding_model, cfg.embedding_cache or None) if cfg.embeddings else None
+    return domain, ds, counts, embedder
+
+
+def run_data_build(cfg: DataBuildConfig) -> Path:
+    out = Path(cfg.output_dir)
+    t0 = time.perf_counter()
+    domain, ds, counts, embedder = start(cfg)
     subset = filter_domain(ds, domain, cfg, counts, embedder)
     save_dataset(subset, out / "dataset")
     seconds = time.perf_counter() - t0

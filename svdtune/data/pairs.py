@@ -25,10 +25,9 @@ from typing import Literal
 import datasets
 import numpy as np
 
-from svdtune.config import atomic_write_text, save_config
+from svdtune.config import atomic_write_text
 from svdtune.data import filtering
-from svdtune.data.build import DataBuildConfig, filter_domain, read_sources, save_dataset
-from svdtune.data.domains import load_domain
+from svdtune.data.build import DataBuildConfig, filter_domain, save_dataset, start
 from svdtune.data.embed import Embedder
 from svdtune.data.report import count_table
 from svdtune.errors import UserError
@@ -63,11 +62,11 @@ def make_pairs(subset: datasets.Dataset, domain: str, embedder: Embedder | None,
     if queries and targets and embedder is not None:
         q = embedder.embed([shorts[i] for i in queries], progress="embed plain prompts")
         k = embedder.embed(targets, progress="embed MJHQ prompts")
-        for start in range(0, len(q), 4096):
-            sims = q[start:start + 4096] @ k.T
+        for first in range(0, len(q), 4096):
+            sims = q[first:first + 4096] @ k.T
             for row, j in enumerate(sims.argmax(axis=1)):
                 if sims[row, j] >= floor:
-                    pairs.append(pair(queries[start + row], targets[j], float(sims[row, j])))
+                    pairs.append(pair(queries[first + row], targets[j], float(sims[row, j])))
     return pairs
 
 
@@ -90,11 +89,8 @@ def clean_pairs(pairs: list[dict], min_words: int, max_words: int) -> tuple[list
 
 def run_data_pairs(cfg: DataPairsConfig) -> Path:
     out = Path(cfg.output_dir)
-    domain = load_domain(cfg.domain)
-    save_config(cfg, out)
     t0 = time.perf_counter()
-    ds, counts = read_sources(cfg)
-    embedder = Embedder(cfg.embedding_model, cfg.embedding_cache or None) if cfg.embeddings else None
+    domain, ds, counts, embedder = start(cfg)
     # Pairs need every kept record: no per-source cap, no split yet (pairs are split by plain prompt).
     subset = filter_domain(ds, domain, dataclasses.replace(cfg, val_fraction=0.0, per_source_cap=0, balance=False),
                            counts, embedder)["train"]
