@@ -187,10 +187,15 @@ def cached_latents(cache: dict, indices: list[int]) -> torch.Tensor:
 # ---------------------------------------------------------------- denoisers
 
 def train_unet(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, cache: dict,
-               p_short: float = 0.25, p_drop: float = 0.1, ema_decay: float = 0.995):
+               p_short: float = 0.25, p_drop: float = 0.1, ema_decay: float = 0.995, snr_gamma: float = 5.0):
     """UNet and text encoder trained jointly with the v-prediction loss on a zero-terminal-SNR
-    schedule (see components.ddpm_scheduler). No min-SNR weighting: it would zero the weight of
-    the pure-noise end, where the layout has to come from the caption."""
+    schedule (see components.ddpm_scheduler), weighted by min(1, gamma / (SNR + 1)).
+
+    Plain v-loss weighs the x0 error by SNR + 1: the nearly clean end, where only texture is
+    left, outweighs the middle, where shapes form, fifty to one (measured: shapes came out as
+    blobs, 60 % shape accuracy). Min-SNR's v-prediction form, min(SNR, gamma) / (SNR + 1), would
+    zero the pure-noise end, where the layout has to come from the caption; capping SNR + 1
+    instead keeps that end at weight 1."""
     torch.manual_seed(seed)
     text_encoder = C.build_text_encoder(tokenizer)
     unet = C.build_unet(C.latent_size(vae), text_encoder.config.hidden_size)
@@ -207,7 +212,10 @@ def train_unet(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, cach
         noise = torch.randn(latents.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
         pred = unet(scheduler.add_noise(latents, noise, t), t, text_encoder(ids).last_hidden_state).sample
-        return F.mse_loss(pred, scheduler.get_velocity(latents, noise, t))
+        alpha_bar = scheduler.alphas_cumprod[t]
+        weight = (snr_gamma * (1 - alpha_bar)).clamp(max=1.0)  # = min(1, gamma / (SNR + 1))
+        per_sample = ((pred - scheduler.get_velocity(latents, noise, t)) ** 2).mean(dim=(1, 2, 3))
+        return (weight * per_sample).mean()
 
     fit("unet", {"unet": unet, "text_encoder": text_encoder}, loss_fn, cfg, ckpt_dir, ema)
     ema.copy_to(list(unet.parameters()) + list(text_encoder.parameters()))
