@@ -3,9 +3,9 @@
     svdtune data build --domain food --sources coco=/data/coco,mjhq=/data/mjhq,dci=/data/dci --out data/food
     svdtune data build --domain pastel --sources world=2000 --out data/pastel
 
-Writes to the output folder: dataset/ (a DatasetDict with train and val, `load_from_disk`),
-report.md and report.json (counts per source kept and dropped, and why), caption_lengths.png,
-and config.yaml (resolved).
+Writes to the output folder: dataset/ (a DatasetDict with train and val, `load_from_disk`; each
+record keeps a `reason` column saying why it was kept), report.md and report.json (counts per
+source kept and dropped, and why), caption_lengths.png, and config.yaml (resolved).
 """
 
 from __future__ import annotations
