@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as Fn
 
 from svdtune.quant import formats as F
+from svdtune.quant.im2col import conv_output_size, im2col_rows
 
 
 def grouped_gemm(a_values: torch.Tensor, a_scales: torch.Tensor, w: F.QTensor) -> torch.Tensor:
@@ -28,13 +29,6 @@ def grouped_gemm(a_values: torch.Tensor, a_scales: torch.Tensor, w: F.QTensor) -
         part = av[:, j * g:(j + 1) * g] @ wv[:, j * g:(j + 1) * g].T
         out += part * as_[:, j:j + 1] * ws[:, j]
     return out
-
-
-def _unfold(t: torch.Tensor, spec) -> torch.Tensor:
-    """(B, H, W, D) channels-last -> im2col rows (B * L, positions * D), K ordered (position, D)."""
-    b, d = t.shape[0], t.shape[-1]
-    cols = Fn.unfold(t.movedim(-1, 1), spec.kernel_size, spec.dilation, spec.padding, spec.stride)
-    return cols.reshape(b, d, spec.positions, -1).permute(0, 3, 2, 1).reshape(-1, spec.positions * d)
 
 
 def svdquant_forward(layer, x: torch.Tensor) -> torch.Tensor:
@@ -54,12 +48,13 @@ def svdquant_forward(layer, x: torch.Tensor) -> torch.Tensor:
         qa = F.quantize(rows + shift, s.activations, s.group_size)
         values, scales = F.code_values(qa), F.group_scales(qa)
     if conv:  # im2col of the codes and of their scales (padding: code 0, contributes nothing)
-        values, scales = _unfold(values, s), _unfold(scales, s)
+        # channels-last codes and scales -> im2col rows, K ordered (position, channel group)
+        values, scales = im2col_rows(values.movedim(-1, 1), s), im2col_rows(scales.movedim(-1, 1), s)
     y = grouped_gemm(values, scales, w)
 
     w_dq = F.dequantize(w).double()
     if conv:
-        out_hw = _output_size(x.shape[-2:], s)
+        out_hw = conv_output_size(x.shape[-2:], s)
         y = y.reshape(x.shape[0], *out_hw, -1).movedim(-1, 1)
         if s.act_shift:  # the shift's contribution, with zero padding at the borders as in conv2d
             ones = shift.double().view(1, -1, 1, 1).expand(1, -1, *x.shape[-2:])
@@ -73,7 +68,3 @@ def svdquant_forward(layer, x: torch.Tensor) -> torch.Tensor:
         y = y + (layer.bias.view(-1, 1, 1) if conv else layer.bias)
     return y
 
-
-def _output_size(hw, spec) -> tuple[int, int]:
-    return tuple((n + 2 * p - d * (k - 1) - 1) // st + 1
-                 for n, k, st, p, d in zip(hw, spec.kernel_size, spec.stride, spec.padding, spec.dilation))

@@ -13,13 +13,13 @@ import random
 from pathlib import Path
 
 import torch
-import torch.nn.functional as Fn
 from torch import nn
 from tqdm.auto import tqdm
 
 from svdtune.errors import UserError
 from svdtune.pipelines import call_kwargs
 from svdtune.quant.config import CalibrationConfig
+from svdtune.quant.im2col import conv_output_size, im2col_rows
 
 
 @dataclasses.dataclass
@@ -32,11 +32,9 @@ class LayerStats:
 
 def input_rows(module: nn.Module, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
     """The layer's GEMM input rows (M, K): tokens for Linear, im2col patches ordered (position,
-    channel) for Conv2d. `index` selects rows before the (large) im2col is materialised whole."""
+    channel) for Conv2d. `index` selects a subset of the rows."""
     if isinstance(module, nn.Conv2d):
-        c, (kh, kw) = module.in_channels, module.kernel_size
-        cols = Fn.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
-        cols = cols.reshape(x.shape[0], c, kh * kw, -1).permute(0, 3, 2, 1).reshape(-1, kh * kw * c)
+        cols = im2col_rows(x, module)
         return cols if index is None else cols[index]
     rows = x.reshape(-1, x.shape[-1])
     return rows if index is None else rows[index]
@@ -44,9 +42,7 @@ def input_rows(module: nn.Module, x: torch.Tensor, index: torch.Tensor | None = 
 
 def row_count(module: nn.Module, x: torch.Tensor) -> int:
     if isinstance(module, nn.Conv2d):
-        h, w = (
-            (n + 2 * p - d * (k - 1) - 1) // s + 1
-            for n, k, s, p, d in zip(x.shape[-2:], module.kernel_size, module.stride, module.padding, module.dilation))
+        h, w = conv_output_size(x.shape[-2:], module)
         return x.shape[0] * h * w
     return x.numel() // x.shape[-1]
 
