@@ -146,14 +146,20 @@ class SVDQuantLinear(nn.Module):
 
     def fake_forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.spec
-        w = self.residual_weight(x.dtype)
         if s.kernel_size is None:
             xs = x / self.smooth
             xq = fake_act(xs, s.activations, s.group_size, self._shift())
-            return Fn.linear(xq, w, self.bias) + self.branch(xs)
-        xs = x / self.smooth.view(1, -1, 1, 1)
-        xq = fake_act(xs.movedim(1, -1), s.activations, s.group_size, self._shift()).movedim(-1, 1)
-        return self._conv(xq, self.as_conv_weight(w), self.bias) + self.branch(xs)
+        else:
+            xs = x / self.smooth.view(1, -1, 1, 1)
+            xq = fake_act(xs.movedim(1, -1), s.activations, s.group_size, self._shift()).movedim(-1, 1)
+        y = ResidualGEMM.apply(xq, self) if xq.requires_grad else self.residual_gemm(xq, self.residual_weight(x.dtype))
+        if self.bias is not None:
+            y = y + (self.bias if s.kernel_size is None else self.bias.view(-1, 1, 1))
+        return y + self.branch(xs)
+
+    def residual_gemm(self, xq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """xq @ w^T (linear) or the convolution with w's kernel view, no bias."""
+        return Fn.linear(xq, w) if self.spec.kernel_size is None else self._conv(xq, self.as_conv_weight(w))
 
     def branch(self, xs: torch.Tensor) -> torch.Tensor | float:
         """The 16-bit low-rank path on smoothed inputs."""
@@ -180,6 +186,27 @@ class SVDQuantLinear(nn.Module):
         kind = f"conv{s.kernel_size[0]}x{s.kernel_size[1]}" if s.kernel_size else "linear"
         return (f"{kind}, in={s.in_channels}, out={s.out_channels}, W={s.weights} A={s.activations} "
                 f"g={s.group_size} rank={s.rank}, backend={self.backend}")
+
+
+class ResidualGEMM(torch.autograd.Function):
+    """The frozen 4-bit residual GEMM for training: backward re-dequantizes the codes instead of
+    keeping every layer's dequantized weight alive until backward (which would hold the whole
+    backbone in 16/32-bit again). bitsandbytes' 4-bit matmul does the same for NF4."""
+
+    @staticmethod
+    def forward(ctx, xq: torch.Tensor, layer: SVDQuantLinear) -> torch.Tensor:
+        ctx.layer, ctx.input_shape = layer, xq.shape
+        return layer.residual_gemm(xq, layer.residual_weight(xq.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        layer = ctx.layer
+        w = layer.residual_weight(grad.dtype)
+        s = layer.spec
+        if s.kernel_size is None:
+            return grad @ w, None
+        return torch.nn.grad.conv2d_input(ctx.input_shape, layer.as_conv_weight(w), grad, s.stride, s.padding,
+                                          s.dilation), None
 
 
 def set_backend(model: nn.Module, backend: str) -> nn.Module:
