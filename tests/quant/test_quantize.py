@@ -6,23 +6,12 @@ import pytest
 import torch
 
 from svdtune.errors import UserError
-from svdtune.quant.calibrate import Recording
 from svdtune.quant.config import QuantConfig
 from svdtune.quant.linear import SVDQuantLinear
 from svdtune.quant.metrics import sqnr_db
-from svdtune.quant.quantize import quantize, select_layers
+from svdtune.quant.quantize import quantize
 from svdtune.quant.serialize import MANIFEST, load_quantized, save_quantized
-from tests.quant.tiny_models import BUILDERS, build
-
-FAST = dict(rank=8, smooth_alphas=[0.3, 0.5, 0.7], shrink_grid=[1.0, 0.9], lowrank_iters=2)
-
-
-def calibrated(name, cfg):
-    model, inputs = build(name)
-    layers, _ = select_layers(model, cfg.resolved())
-    with torch.no_grad(), Recording(layers, sample_tokens=64) as rec:
-        model(**inputs(seed=1))
-    return model, inputs, rec.stats()
+from tests.quant.tiny_models import BUILDERS, FAST, build, calibrated
 
 
 def run(model, kw):

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
+
+from svdtune.quant.calibrate import Recording
+from svdtune.quant.config import QuantConfig
+from svdtune.quant.quantize import quantize, select_layers
+
+FAST = dict(rank=8, smooth_alphas=[0.3, 0.5, 0.7], shrink_grid=[1.0, 0.9], lowrank_iters=2)
 
 
 def _unet(sdxl: bool):
@@ -105,3 +113,20 @@ def build(name: str):
     torch.manual_seed(0)
     model, inputs = BUILDERS[name]()
     return model.eval(), inputs
+
+
+def calibrated(name: str, cfg: QuantConfig):
+    """(16-bit model, inputs, calibration statistics from one forward on inputs(seed=1))."""
+    model, inputs = build(name)
+    layers, _ = select_layers(model, cfg.resolved())
+    with torch.no_grad(), Recording(layers, sample_tokens=64) as rec:
+        model(**inputs(seed=1))
+    return model, inputs, rec.stats()
+
+
+def quantized(name: str, **overrides):
+    """(W4A4 model, its 16-bit original, inputs) with the fast test config."""
+    cfg = QuantConfig(**(FAST | overrides))
+    model, inputs, stats = calibrated(name, cfg)
+    reference = copy.deepcopy(model)
+    return quantize(model, cfg, calibration=stats), reference, inputs

@@ -1,0 +1,205 @@
+"""LoRA on SVDQuant W4A4 layers, through peft's custom-module mechanism.
+
+    config = lora_config(model, rank=16, alpha=16)        # every quantized projection by default
+    attach(unet, config, "pastel")                        # diffusers' add_adapter when the model has it
+    unet.set_adapter("pastel"); unet.disable_adapters()   # peft / diffusers adapter API as usual
+    save_adapter(unet, "runs/pastel/adapter", "pastel");  load_adapter(unet, path, "pastel")
+
+Each targeted `SVDQuantLinear` becomes an `SVDQuantLoraLayer`:
+
+    y = W4A4(x) + (x / lambda) down^T up^T + dropout(x) A^T B^T * alpha / r'
+
+with the 4-bit residual, smoothing and branch frozen and A, B trainable in fp32. Merging is exact:
+the adapter joins the layer's 16-bit low-rank branch (rank r + r', A multiplied by lambda because
+the branch reads smoothed inputs), which the fused 4-bit kernels compute anyway; nunchaku fuses
+LoRAs the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as Fn
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import check_adapters_to_merge
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from svdtune.errors import UserError
+from svdtune.quant.linear import SVDQuantLinear
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file names, so peft tooling reads the folder
+ADAPTER_CONFIG = "adapter_config.json"
+# Attention and MLP projections of UNets and DiTs (diffusers names): to_q/k/v, to_out.0,
+# add_q/k/v_proj, to_add_out, ff.net.0.proj, ff.net.2, proj_mlp / proj_out of single blocks.
+DEFAULT_TARGET = r"(attn\d?\.(to_(q|k|v|out\.0|add_out)|add_(q|k|v)_proj)|ff(_context)?\.net\.(0\.proj|2)|proj_mlp|proj_out)$"
+
+
+class SVDQuantLoraLayer(nn.Module, LoraLayer):
+    """peft LoRA layer around an `SVDQuantLinear` (linear, or k x k convolution in its matrix view:
+    A is then a k x k convolution and B a 1 x 1 one)."""
+
+    def __init__(self, base_layer: SVDQuantLinear, adapter_name: str, config: LoraConfig, r: int = 0,
+                 lora_alpha: int = 1, **kwargs) -> None:
+        super().__init__()
+        with warnings.catch_warnings():  # peft cannot read in/out features of custom layers: set below
+            warnings.filterwarnings("ignore", "Unsupported layer type")
+            LoraLayer.__init__(self, base_layer)
+        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        self.fan_in_fan_out = False
+        self._active_adapter = adapter_name
+        self._merged_ranks: list[int] = []
+        self.update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config, **kwargs)
+
+    def resolve_lora_variant(self, *, config: LoraConfig, **kwargs):
+        if config.use_dora or config.lora_bias:
+            raise UserError("SVDQuant LoRA layers support plain LoRA only (use_dora and lora_bias must be false)")
+        return None
+
+    def delta(self, x: torch.Tensor, adapter: str) -> torch.Tensor:
+        """The adapter's output B A dropout(x) * scaling, in the adapter's dtype."""
+        base: SVDQuantLinear = self.get_base_layer()
+        a, b = self.lora_A[adapter].weight, self.lora_B[adapter].weight
+        x = self.lora_dropout[adapter](x.to(a.dtype))
+        if base.spec.kernel_size is None:
+            return Fn.linear(Fn.linear(x, a), b) * self.scaling[adapter]
+        return Fn.conv2d(base._conv(x, base.as_conv_weight(a)), b[:, :, None, None]) * self.scaling[adapter]
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        self._check_forward_args(x, *args, **kwargs)
+        if kwargs.pop("adapter_names", None) is not None:
+            raise UserError("mixed-adapter batches (adapter_names=...) are not supported on SVDQuant layers")
+        if self.disable_adapters and self.merged:
+            self.unmerge()
+        result = self.base_layer(x, *args, **kwargs)
+        if self.disable_adapters or self.merged:
+            return result
+        for adapter in self.active_adapters:
+            if adapter in self.lora_A:
+                result = result + self.delta(x, adapter).to(result.dtype)
+        return result
+
+    def get_delta_weight(self, adapter: str) -> torch.Tensor:
+        """B A * scaling as an (N, K) matrix on the layer's (unsmoothed) input."""
+        return self.lora_B[adapter].weight @ self.lora_A[adapter].weight * self.scaling[adapter]
+
+    def branch_factors(self, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adapter as extra rows of the branch: (down (r', K) on smoothed inputs, up (N, r'))."""
+        base: SVDQuantLinear = self.get_base_layer()
+        lam = base.smooth.float().repeat(base.spec.positions)
+        down = self.lora_A[adapter].weight.float() * lam
+        up = self.lora_B[adapter].weight.float() * self.scaling[adapter]
+        return down.to(base.down.dtype), up.to(base.up.dtype)
+
+    @torch.no_grad()
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        base: SVDQuantLinear = self.get_base_layer()
+        for adapter in check_adapters_to_merge(self, adapter_names):
+            if adapter not in self.lora_A:
+                continue
+            down, up = self.branch_factors(adapter)
+            if safe_merge and not (down.isfinite().all() and up.isfinite().all()):
+                raise ValueError(f"NaNs in adapter {adapter!r}: not merged")
+            set_branch(base, torch.cat([base.down, down]), torch.cat([base.up, up], dim=1))
+            self._merged_ranks.append(down.shape[0])
+            self.merged_adapters.append(adapter)
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        base: SVDQuantLinear = self.get_base_layer()
+        while self.merged_adapters:
+            self.merged_adapters.pop()
+            keep = base.spec.rank - self._merged_ranks.pop()
+            set_branch(base, base.down[:keep].clone(), base.up[:, :keep].clone())
+
+    def __repr__(self) -> str:
+        return "lora." + super().__repr__()
+
+
+def set_branch(layer: SVDQuantLinear, down: torch.Tensor, up: torch.Tensor) -> None:
+    layer.down, layer.up = down, up
+    layer.spec = dataclasses.replace(layer.spec, rank=down.shape[0])
+
+
+def quantized_layer_names(model: nn.Module, target: str = DEFAULT_TARGET) -> list[str]:
+    """Names of the quantized layers matching `target` (the wrapper's name once an adapter is on)."""
+    names = (n.removesuffix(".base_layer") for n, m in model.named_modules() if isinstance(m, SVDQuantLinear))
+    return [n for n in names if re.search(target, n)]
+
+
+def lora_config(model: nn.Module, rank: int = 16, alpha: float | None = None, dropout: float = 0.0,
+                target: str = DEFAULT_TARGET) -> LoraConfig:
+    """A peft LoraConfig on the model's quantized layers whose names match the regex `target`."""
+    names = quantized_layer_names(model, target)
+    if not names:
+        raise UserError(f"no quantized layer matches the LoRA target {target!r} "
+                        "(quantize the model first, or widen lora.target)")
+    config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=dropout,
+                        target_modules=names, init_lora_weights=True)
+    return register(config)
+
+
+def register(config: LoraConfig) -> LoraConfig:
+    config._register_custom_module({SVDQuantLinear: SVDQuantLoraLayer})
+    return config
+
+
+def attach(model: nn.Module, config: LoraConfig, adapter_name: str = "default") -> nn.Module:
+    """Add an adapter: diffusers' `add_adapter` (so `set_adapter`, `disable_adapters` work), or
+    peft's injection for plain modules."""
+    if hasattr(model, "add_adapter"):
+        model.add_adapter(config, adapter_name)
+    else:
+        inject_adapter_in_model(config, model, adapter_name)
+    return model
+
+
+def lora_layers(model: nn.Module) -> dict[str, SVDQuantLoraLayer]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, SVDQuantLoraLayer)}
+
+
+def adapter_state(model: nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    return get_peft_model_state_dict(model, adapter_name=adapter_name)
+
+
+def save_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "default") -> Path:
+    """peft's adapter folder: adapter_model.safetensors + adapter_config.json (written atomically)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in adapter_state(model, adapter_name).items()}
+    tmp = directory / f".{ADAPTER_WEIGHTS}.tmp"
+    save_file(state, tmp, metadata={"format": "pt"})
+    tmp.rename(directory / ADAPTER_WEIGHTS)
+    model.peft_config[adapter_name].save_pretrained(str(directory))
+    return directory
+
+
+def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "default") -> nn.Module:
+    """Load a `save_adapter` folder into a quantized model (same architecture and quantized layers)."""
+    directory = Path(directory)
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        if not (directory / name).is_file():
+            raise UserError(f"{str(directory)!r} is not an adapter folder (no {name} in it)")
+    config = register(LoraConfig.from_pretrained(str(directory)))
+    missing = [n for n in config.target_modules if not isinstance(_get(model, n), (SVDQuantLinear, SVDQuantLoraLayer))]
+    if missing:
+        raise UserError(f"{directory / ADAPTER_CONFIG}: target {sorted(missing)[0]!r} is not a quantized layer "
+                        "of this model (was the adapter trained on another model or quantization?)")
+    attach(model, config, adapter_name)
+    result = set_peft_model_state_dict(model, load_file(directory / ADAPTER_WEIGHTS), adapter_name=adapter_name)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise UserError(f"{directory / ADAPTER_WEIGHTS}: tensor {unexpected[0]!r} does not fit this model")
+    return model
+
+
+def _get(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
