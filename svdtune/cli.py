@@ -25,12 +25,15 @@ def _commands():
     from svdtune.generate import GenerateConfig, run_generate
     from svdtune.quant.job import QuantizeJobConfig, run_quantize
     from svdtune.quickstart import QuickstartConfig, run_quickstart
+    from svdtune.train.config import TrainConfig
+    from svdtune.train.recipe import train_adapter
     from svdtune.train.reference.recipe import FamilyConfig, train_family
 
     return {
         "quickstart": (QuickstartConfig, run_quickstart),
         "generate": (GenerateConfig, run_generate),
         "quantize": (QuantizeJobConfig, run_quantize),
+        "train": (TrainConfig, train_adapter),
         "train-reference": (FamilyConfig, train_family),
         "data build": (DataBuildConfig, run_data_build),
         "data pairs": (DataPairsConfig, run_data_pairs),
@@ -41,6 +44,7 @@ HELP = {
     "quickstart": "generate, score and report with the reference models",
     "generate": "text-to-image: --prompt TEXT (repeatable) [model=ref-dit steps=30 ...]",
     "quantize": "SVDQuant W4A4 (or a baseline) a pipeline's denoiser: calibrate, fit, save",
+    "train": "train a LoRA domain adapter on the 4-bit backbone (distillation + domain loss, resumable)",
     "train-reference": "train the reference model family from scratch (resumable)",
     "info": "versions, device and the installed reference models",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -83,3 +84,22 @@ def is_world_model(name_or_path: str) -> bool:
         return (Path(resolve_model(name_or_path)) / WORLD_MARKER).is_file()
     except UserError:
         return False
+
+
+def denoiser_attr(pipe) -> str:
+    for attr in ("transformer", "unet"):
+        if isinstance(getattr(pipe, attr, None), torch.nn.Module):
+            return attr
+    raise UserError(f"{type(pipe).__name__} has no denoiser (expected a .unet or .transformer module)")
+
+
+@contextmanager
+def with_denoiser(pipe, model: torch.nn.Module):
+    """Run `pipe` with `model` in place of its denoiser (e.g. a quantized student), then restore it."""
+    attr = denoiser_attr(pipe)
+    original = getattr(pipe, attr)
+    setattr(pipe, attr, model)
+    try:
+        yield pipe
+    finally:
+        setattr(pipe, attr, original)

@@ -85,20 +85,26 @@ class _Recorder:
 
 def calibration_prompts(cfg: CalibrationConfig, world_model: bool) -> list[str]:
     """`cfg.prompts` captions: from `prompt_file` (one per line) or, for reference models, the world."""
-    if cfg.prompt_file:
-        path = Path(cfg.prompt_file)
+    return caption_prompts(cfg.prompts, cfg.prompt_file, world_model, cfg.seed + 50_000, "calibration.prompt_file")
+
+
+def caption_prompts(n: int, prompt_file: str, world_model: bool, seed: int, key: str) -> list[str]:
+    """`n` captions from `prompt_file` (one per line, cycled) or, for reference models, fresh world
+    scenes (plain style; a quarter short captions) drawn from the stream `seed`."""
+    if prompt_file:
+        path = Path(prompt_file)
         if not path.is_file():
-            raise UserError(f"calibration.prompt_file {str(path)!r} does not exist")
+            raise UserError(f"{key} {str(path)!r} does not exist")
         lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         if not lines:
-            raise UserError(f"calibration.prompt_file {str(path)!r} has no captions (expected one per line)")
-        return [lines[i % len(lines)] for i in range(cfg.prompts)]
+            raise UserError(f"{key} {str(path)!r} has no captions (expected one per line)")
+        return [lines[i % len(lines)] for i in range(n)]
     if not world_model:
-        raise UserError("calibration.prompt_file is required for models other than the reference family")
+        raise UserError(f"{key} is required for models other than the reference family")
     from svdtune.data import world
 
-    rng = random.Random(cfg.seed)
-    scenes = [world.sample_scene(world.scene_rng(cfg.seed + 50_000, i), style="plain") for i in range(cfg.prompts)]
+    rng = random.Random(seed)
+    scenes = [world.sample_scene(world.scene_rng(seed, i), style="plain") for i in range(n)]
     return [s.short_caption() if rng.random() < 0.25 else s.detailed_caption() for s in scenes]
 
 

@@ -101,10 +101,10 @@ def run_quantize(cfg: QuantizeJobConfig) -> Path:
 def load_quantized_pipeline(directory: str | Path, dtype: str = "float32", device: str = "cpu"):
     """The source pipeline of a `svdtune quantize` folder with its denoiser replaced by the
     quantized one (no recalibration)."""
-    from svdtune.pipelines import load_pipeline
+    from svdtune.pipelines import denoiser_attr, load_pipeline
 
     manifest = json.loads((Path(directory) / "quant_manifest.json").read_text())
     pipe = load_pipeline(manifest["source"], dtype, device)
-    attr = "transformer" if hasattr(pipe, "transformer") else "unet"
+    attr = denoiser_attr(pipe)
     setattr(pipe, attr, load_quantized(directory, getattr(pipe, attr)))
     return pipe

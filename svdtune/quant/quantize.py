@@ -36,12 +36,9 @@ class QuantReport:
 
 
 def denoiser_of(model_or_pipe) -> nn.Module:
-    if isinstance(model_or_pipe, nn.Module):
-        return model_or_pipe
-    for attr in ("transformer", "unet"):
-        if isinstance(getattr(model_or_pipe, attr, None), nn.Module):
-            return getattr(model_or_pipe, attr)
-    raise UserError(f"{type(model_or_pipe).__name__} has no denoiser (expected a .unet or .transformer module)")
+    from svdtune.pipelines import denoiser_attr
+
+    return model_or_pipe if isinstance(model_or_pipe, nn.Module) else getattr(model_or_pipe, denoiser_attr(model_or_pipe))
 
 
 def weight_matrix(module: nn.Module) -> torch.Tensor:

@@ -50,3 +50,27 @@ def load_training_state(directory: str | os.PathLike, modules: dict[str, torch.n
     for name, obj in (stateful or {}).items():
         obj.load_state_dict(torch.load(directory / f"{name}.pt", weights_only=True))
     return int(json.loads(meta.read_text())["step"])
+
+
+# ---------------------------------------------------------------- adapter runs (accelerate)
+
+CHECKPOINT_PREFIX = "step-"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{step:07d}"
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """Finished checkpoints under `root`, oldest first (temporary `.tmp` folders are not listed)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
+             and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def prune_checkpoints(root: str | os.PathLike, keep: int) -> None:
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,348 @@
+"""`svdtune train`: a LoRA domain adapter on the SVDQuant W4A4 backbone.
+
+    svdtune train --config configs/train/ref-unet-pastel.yaml [steps=500 resume=latest ...]
+    ./launch.sh train --nproc 2 --config configs/train/ref-unet-pastel.yaml     # DDP on one node
+
+Objectives (weights in the config, combinable): EfficientDM distillation on the 16-bit teacher's
+sampling trajectories, and the diffusion loss on a domain subset from `svdtune data build`.
+Every optimizer step's global batch is drawn from a generator seeded by (seed, step) and split
+across processes and micro-steps, so a resumed run, a 2-process run and a 1-process run with the
+doubled batch all see the same samples.
+
+Writes to output_dir: config.yaml, backbone/ (the quantized denoiser unless `quantized` is given),
+student-init.safetensors, cache/ (teacher trajectories, domain latents), checkpoints/step-N/,
+validation/step-N.png, adapter/ (peft format; adapter-ema/ with EMA), summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import time
+from contextlib import nullcontext
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from svdtune.config import atomic_write_text, save_config, to_dict
+from svdtune.errors import UserError
+from svdtune.pipelines import load_pipeline
+from svdtune.quant.calibrate import caption_prompts
+from svdtune.quant.quantize import denoiser_of, is_world_pipeline
+from svdtune.train.checkpoint import checkpoint_name, list_checkpoints, prune_checkpoints
+from svdtune.train.config import TrainConfig
+from svdtune.train.domain_data import DomainData, build_domain_data, load_subset
+from svdtune.train.lora import adapter_state, save_adapter
+from svdtune.train.objectives import NoiseSchedule, denoising_loss, distillation_loss
+from svdtune.train.student import build_student, trainable_parameters
+from svdtune.train.trajectories import Trajectories, record_trajectories
+from svdtune.train.validation import validate
+
+log = logging.getLogger("svdtune")
+
+
+def train_adapter(cfg: TrainConfig) -> Path:
+    out = Path(cfg.output_dir)
+    acc = make_accelerator(cfg, out)
+    main = acc.is_main_process
+    if main:
+        save_config(cfg, out)
+    teacher = load_pipeline(cfg.model, cfg.dtype, str(acc.device))
+    denoiser_of(teacher).requires_grad_(False)
+    student, init_errors = build_student(cfg, teacher, out, main, acc.wait_for_everyone)
+    if cfg.gradient_checkpointing:
+        student.enable_gradient_checkpointing()
+
+    trajectories = domain = schedule = None
+    if cfg.distill.weight:
+        trajectories = cached(out / "cache" / "trajectories.safetensors", Trajectories.load,
+                              lambda: record_trajectories(teacher, distill_prompts(cfg, teacher), cfg.distill.steps,
+                                                          cfg.distill.guidance, cfg.seed, cfg.distill.batch_size,
+                                                          cfg.model), acc)
+    if cfg.domain.weight:
+        domain = cached(out / "cache" / "domain.safetensors", DomainData.load,
+                        lambda: build_domain_data(teacher, cfg.domain.data, cfg.domain.caption, cfg.domain.max_images),
+                        acc)
+        schedule = NoiseSchedule.from_pipeline(teacher)
+
+    params = trainable_parameters(student)
+    optimizer = make_optimizer(params, cfg)
+    # accelerate steps a prepared scheduler once per process per optimizer step: scale its length.
+    from diffusers.optimization import get_scheduler
+
+    lr_schedule = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=cfg.optim.warmup * acc.num_processes,
+                                num_training_steps=cfg.steps * acc.num_processes)
+    ema = None
+    if cfg.ema_decay:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(params, decay=cfg.ema_decay)
+    student, optimizer, lr_schedule = acc.prepare(student, optimizer, lr_schedule)
+    register_adapter_hooks(acc, cfg.adapter_name, ema)
+    start = resume(acc, cfg, out)
+    if main and start == 0:
+        (out / "history.jsonl").unlink(missing_ok=True)
+    acc.init_trackers("svdtune", config=to_dict(cfg), init_kwargs=tracker_kwargs(cfg, out))
+
+    global_batch = cfg.batch_size * acc.num_processes * cfg.grad_accum
+    bar = tqdm(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps, disable=not main, mininterval=5)
+    for step in bar:
+        began = time.perf_counter()
+        batch = draw_batch(cfg, step, global_batch, trajectories, domain)
+        totals: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            part = {k: v[own_rows(micro, acc.process_index, acc.num_processes, cfg.batch_size)] for k, v in batch.items()}
+            sync = micro == cfg.grad_accum - 1
+            with (nullcontext() if sync else acc.no_sync(student)), acc.autocast():
+                losses = step_losses(cfg, student, part, trajectories, domain, schedule, acc.device)
+            acc.backward(losses["loss"] / cfg.grad_accum)
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + v.item() / cfg.grad_accum
+        grad_norm = acc.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(params)
+        seconds = time.perf_counter() - began
+        record = totals | {"lr": lr_schedule.get_last_lr()[0], "grad_norm": float(grad_norm), "step_time": seconds,
+                           "samples_per_s": global_batch / seconds, "peak_memory_mib": peak_memory_mib(acc.device)}
+        if main:  # appended as it goes: a resumed run continues the same file
+            with open(out / "history.jsonl", "a") as f:
+                f.write(json.dumps({"step": step + 1} | {k: round(v, 6) for k, v in record.items()}) + "\n")
+        bar.set_postfix(loss=f"{totals['loss']:.4f}", refresh=False)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            acc.log(record, step=step + 1)
+        if cfg.validation.every and (step + 1) % cfg.validation.every == 0 and step + 1 < cfg.steps:
+            run_validation(acc, cfg, teacher, student, step + 1, out)
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint(acc, out, step + 1, cfg.keep_last)
+
+    scores = run_validation(acc, cfg, teacher, student, cfg.steps, out)
+    if main:
+        model = acc.unwrap_model(student)
+        save_adapter(model, out / "adapter", cfg.adapter_name)
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+            save_adapter(model, out / "adapter-ema", cfg.adapter_name)
+            ema.restore(params)
+        write_summary(out, cfg, init_errors, scores)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return out
+
+
+# ---------------------------------------------------------------- set-up
+
+def make_accelerator(cfg: TrainConfig, out: Path):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    log_with = None if cfg.log_with == "none" else cfg.log_with
+    if log_with == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise UserError("log_with=tensorboard needs the tensorboard package (pip install tensorboard)") from None
+    handlers = [
+        # The frozen 4-bit storage is identical on every process: no buffer broadcast each forward.
+        # Adapters whose output a model discards (SD3's last text stream) get no gradient.
+        DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=True),
+        # Rank 0 quantizes, records trajectories and validates while the others wait.
+        InitProcessGroupKwargs(timeout=timedelta(hours=3)),
+    ]
+    return Accelerator(mixed_precision=cfg.mixed_precision, log_with=log_with, project_dir=str(out),
+                       kwargs_handlers=handlers, cpu=cfg.device == "cpu")
+
+
+def tracker_kwargs(cfg: TrainConfig, out: Path) -> dict:
+    return {"wandb": {"dir": str(out), "name": out.name}} if cfg.log_with == "wandb" else {}
+
+
+def cached(path: Path, load, make, acc):
+    """Load `path`, or make it on the main process (the others wait) and save it first."""
+    if not path.is_file() and acc.is_main_process:
+        make().save(path)
+    acc.wait_for_everyone()
+    return load(path)
+
+
+def distill_prompts(cfg: TrainConfig, teacher) -> list[str]:
+    """Prompts for the teacher's trajectories: the prompt file, else the domain data's captions,
+    else the world's captions (reference models)."""
+    if not cfg.distill.prompt_file and cfg.domain.data:
+        rows = load_subset(cfg.domain.data)
+        captions = [lc or sc for lc, sc in zip(rows["long_caption"], rows["short_caption"])]
+        return [captions[i % len(captions)] for i in range(cfg.distill.prompts)]
+    return caption_prompts(cfg.distill.prompts, cfg.distill.prompt_file, is_world_pipeline(teacher),
+                           cfg.seed + 60_000, "distill.prompt_file")
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    o = cfg.optim
+    kwargs = dict(lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    if o.optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+# ---------------------------------------------------------------- batches and losses
+
+def draw_batch(cfg: TrainConfig, step: int, size: int, trajectories: Trajectories | None,
+               domain: DomainData | None) -> dict[str, torch.Tensor]:
+    """Every random choice of optimizer step `step`, for the whole global batch."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    batch = {}
+    if trajectories is not None:
+        batch["traj_row"] = torch.randint(trajectories.rows, (size,), generator=g)
+        batch["traj_step"] = torch.randint(trajectories.steps, (size,), generator=g)
+    if domain is not None:
+        latent_shape = domain.tensors["latents"].shape[1:]
+        batch["domain_index"] = torch.randint(len(domain), (size,), generator=g)
+        batch["domain_drop"] = torch.rand(size, generator=g) < cfg.domain.caption_dropout
+        batch["domain_u"] = torch.rand(size, generator=g)
+        batch["domain_noise"] = torch.randn((size, *latent_shape), generator=g)
+    return batch
+
+
+def own_rows(micro: int, rank: int, processes: int, batch_size: int) -> slice:
+    """Rows of the global batch for (micro-step, process): one process with batch 2B at micro-step
+    m takes exactly the rows two processes with batch B take at m."""
+    start = (micro * processes + rank) * batch_size
+    return slice(start, start + batch_size)
+
+
+def step_losses(cfg: TrainConfig, student, part: dict, trajectories, domain, schedule, device) -> dict[str, torch.Tensor]:
+    losses = {}
+    if trajectories is not None:
+        kwargs, target = trajectories.batch(part["traj_row"], part["traj_step"], device, torch.float32)
+        losses["loss_distill"] = distillation_loss(student, kwargs, target)
+    if domain is not None:
+        kwargs, x0 = domain.batch(part["domain_index"], part["domain_drop"], device, torch.float32)
+        xt, t, target, snr = schedule.noisy(x0, part["domain_noise"].to(device), part["domain_u"].to(device))
+        kwargs |= {domain.meta["latent_key"]: xt, "timestep": t}
+        losses["loss_domain"] = denoising_loss(student, kwargs, target, schedule.weights(snr, cfg.domain.min_snr_gamma))
+    losses["loss"] = (cfg.distill.weight * losses.get("loss_distill", 0.0)
+                      + cfg.domain.weight * losses.get("loss_domain", 0.0))
+    return losses
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# ---------------------------------------------------------------- checkpoints
+
+ADAPTER_FILE, EMA_FILE, STATE_FILE = "adapter.safetensors", "ema.safetensors", "trainer_state.json"
+
+
+def register_adapter_hooks(acc, adapter_name: str, ema) -> None:
+    """accelerate saves optimizer, LR schedule, scaler and every process's RNG; these hooks make it
+    store the adapter (and EMA) alone instead of the whole model."""
+
+    def save_hook(models, weights, output_dir):
+        if acc.is_main_process:
+            state = adapter_state(acc.unwrap_model(models[0]), adapter_name)
+            save_file({k: v.detach().contiguous() for k, v in state.items()}, Path(output_dir) / ADAPTER_FILE)
+            if ema is not None:
+                save_file({str(i): p.contiguous() for i, p in enumerate(ema.shadow_params)}, Path(output_dir) / EMA_FILE)
+        weights.clear()
+
+    def load_hook(models, input_dir):
+        from peft import set_peft_model_state_dict
+
+        model = acc.unwrap_model(models.pop())
+        set_peft_model_state_dict(model, load_file(Path(input_dir) / ADAPTER_FILE), adapter_name=adapter_name)
+        if ema is not None:
+            shadow = load_file(Path(input_dir) / EMA_FILE)
+            for i, p in enumerate(ema.shadow_params):
+                p.copy_(shadow[str(i)])
+
+    acc.register_save_state_pre_hook(save_hook)
+    acc.register_load_state_pre_hook(load_hook)
+
+
+def save_checkpoint(acc, out: Path, step: int, keep: int) -> None:
+    """Written under a temporary name and renamed: a run killed mid-save keeps its last checkpoint."""
+    root = out / "checkpoints"
+    final = root / checkpoint_name(step)
+    tmp = final.with_name(final.name + ".tmp")
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step}))
+        if final.exists():
+            import shutil
+
+            shutil.rmtree(final)
+        tmp.rename(final)
+        prune_checkpoints(root, keep)
+    acc.wait_for_everyone()
+
+
+def resume(acc, cfg: TrainConfig, out: Path) -> int:
+    """The step to start from: 0, or the step of the newest readable checkpoint. A corrupt or
+    truncated checkpoint is reported and the one before it is used."""
+    if not cfg.resume:
+        return 0
+    candidates = list_checkpoints(out / "checkpoints") if cfg.resume == "latest" else [Path(cfg.resume)]
+    if not candidates:
+        log.info("resume=latest: no checkpoint in %s, starting from step 0", out / "checkpoints")
+        return 0
+    for ckpt in reversed(candidates):
+        try:
+            step = int(json.loads((ckpt / STATE_FILE).read_text())["step"])
+            acc.load_state(str(ckpt))
+        except Exception as e:  # noqa: BLE001 - any unreadable file means: fall back to an older one
+            log.warning("checkpoint %s is unreadable (%s: %s); trying the previous one", ckpt, type(e).__name__, e)
+            continue
+        log.info("resumed from %s (step %d)", ckpt, step)
+        return step
+    raise UserError(f"no readable checkpoint among {', '.join(str(c) for c in candidates)}")
+
+
+# ---------------------------------------------------------------- validation and summary
+
+def run_validation(acc, cfg: TrainConfig, teacher, student, step: int, out: Path) -> dict:
+    scores = {}
+    if acc.is_main_process:
+        scores = validate(cfg, teacher, acc.unwrap_model(student), out / "validation" / f"step-{step:07d}.png")
+        acc.log({f"validation/{k}": v for k, v in scores.items()}, step=step)
+        image_tracker(acc, out / "validation" / f"step-{step:07d}.png", step)
+    acc.wait_for_everyone()
+    return scores
+
+
+def image_tracker(acc, path: Path, step: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for tracker in acc.trackers:
+        tracker.log_images({"validation": np.asarray(Image.open(path))[None]}, step=step)
+
+
+def write_summary(out: Path, cfg: TrainConfig, init_errors: dict, scores: dict) -> None:
+    by_step = {}
+    for line in (out / "history.jsonl").read_text().splitlines():  # a resumed run repeats some steps
+        record = json.loads(line)
+        by_step[record["step"]] = record
+    history = [by_step[k] for k in sorted(by_step)]
+    first, last = (history[0], history[-1]) if history else ({}, {})
+    summary = {
+        "model": cfg.model, "steps": cfg.steps, "init": cfg.lora.init,
+        "init_relative_error_mean": sum(init_errors.values()) / len(init_errors) if init_errors else None,
+        "first": first, "last": last, "validation": scores,
+        "median_step_time": sorted(h["step_time"] for h in history)[len(history) // 2] if history else None,
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))

@@ -1,0 +1,66 @@
+"""The student: the teacher's denoiser quantized to SVDQuant W4A4, with a LoRA adapter initialised.
+
+The quantized backbone is made once (or read from `cfg.quantized`) and the student's initial state
+(adapter and any re-quantized codes) is saved beside the run, so a resumed or multi-process run
+starts from exactly the same model without quantizing again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from svdtune.pipelines import with_denoiser
+from svdtune.quant.quantize import denoiser_of, quantize
+from svdtune.quant.serialize import MANIFEST, load_quantized, save_quantized
+from svdtune.train.config import TrainConfig
+from svdtune.train.init import init_adapter
+from svdtune.train.lora import attach, lora_config
+
+log = logging.getLogger("svdtune")
+
+
+def quantized_backbone(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait) -> nn.Module:
+    """A fresh W4A4 copy of the teacher's denoiser: loaded from `cfg.quantized` or `out/backbone`,
+    quantized there first (by the main process, the others wait) when neither exists."""
+    folder = Path(cfg.quantized) if cfg.quantized else out / "backbone"
+    if not cfg.quantized and not (folder / MANIFEST).is_file() and is_main:
+        model = copy.deepcopy(denoiser_of(teacher))
+        with with_denoiser(teacher, model):
+            quantize(teacher, cfg.quant)
+        save_quantized(model, folder, source=cfg.model)
+        log.info("quantized the backbone (%s) to %s", cfg.quant.method, folder)
+    wait()
+    return load_quantized(folder, copy.deepcopy(denoiser_of(teacher)))
+
+
+def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait) -> tuple[nn.Module, dict[str, float]]:
+    """(student with the adapter attached and initialised, per-layer relative weight error after init)."""
+    student = quantized_backbone(cfg, teacher, out, is_main, wait)
+    attach(student, lora_config(student, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target),
+           cfg.adapter_name)
+    initial = out / "student-init.safetensors"
+    errors: dict[str, float] = {}
+    if not initial.is_file() and is_main:
+        torch.manual_seed(cfg.seed)  # A's random init (zero init) is reproducible
+        errors = init_adapter(student, denoiser_of(teacher), cfg.adapter_name, cfg.lora.init, cfg.lora.init_iters)
+        tmp = initial.with_name(f".{initial.name}.tmp")
+        save_file({k: v.contiguous() for k, v in student.state_dict().items()}, tmp)
+        tmp.rename(initial)
+    wait()
+    student.load_state_dict(load_file(initial))
+    return student, errors
+
+
+def trainable_parameters(student: nn.Module) -> list[nn.Parameter]:
+    """Freeze everything but the adapter."""
+    student.requires_grad_(False)
+    params = [p for name, p in student.named_parameters() if "lora_" in name]
+    for p in params:
+        p.requires_grad_(True)
+    return params
