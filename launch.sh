@@ -3,7 +3,8 @@
 #   ./launch.sh quickstart            set up .venv if needed, then run `svdtune quickstart`
 #   ./launch.sh test [pytest args]    run the default test suite (what .ci/run calls)
 #   ./launch.sh <command> [args]      any `svdtune` subcommand (see `./launch.sh --help`)
-#   NPROC=2 ./launch.sh <command> ... run a job as NPROC processes through accelerate
+#   ./launch.sh train --nproc 2 ...   a job as 2 processes on this node (torchrun; DDP via accelerate)
+#   srun ./launch.sh train ...        under SLURM: one launcher per node, all of the node's GPUs
 # On a machine without an NVIDIA GPU the CPU build torch==2.13.0 is installed first and held
 # there (plain `pip install torch` would pull several GB of CUDA packages); on a GPU machine the
 # CUDA torch choice is left to pip.
@@ -46,9 +47,18 @@ case "$cmd" in
   setup) echo "[launch] $VENV is ready" ;;
   test) exec "$VENV/bin/python" -m pytest -q "$@" ;;
   *)
-    if [ "${NPROC:-1}" -gt 1 ]; then
-      exec "$VENV/bin/accelerate" launch --multi_gpu --num_processes "$NPROC" --num_machines 1 \
-        --mixed_precision no --dynamo_backend no -m svdtune.cli "$cmd" "$@"
+    # Processes: `--nproc N` right after the command (or NPROC=N); under SLURM with several nodes,
+    # one torchrun per node (srun launches them) with the first node as rendezvous.
+    nproc=${NPROC:-1}
+    if [ "${1:-}" = "--nproc" ]; then nproc=$2; shift 2; fi
+    if [ "${SLURM_NNODES:-1}" -gt 1 ]; then
+      master=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
+      exec "$VENV/bin/torchrun" --nnodes "$SLURM_NNODES" --node_rank "$SLURM_NODEID" \
+        --nproc_per_node "${SLURM_GPUS_ON_NODE:-$nproc}" --rdzv_backend c10d --rdzv_id "$SLURM_JOB_ID" \
+        --rdzv_endpoint "$master:${MASTER_PORT:-29500}" -m svdtune.cli "$cmd" "$@"
+    fi
+    if [ "$nproc" -gt 1 ]; then
+      exec "$VENV/bin/torchrun" --standalone --nproc_per_node "$nproc" -m svdtune.cli "$cmd" "$@"
     fi
     exec "$VENV/bin/svdtune" "$cmd" "$@" ;;
 esac
