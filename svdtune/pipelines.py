@@ -87,8 +87,9 @@ def is_world_model(name_or_path: str) -> bool:
 
 
 def denoiser_attr(pipe) -> str:
+    components = getattr(pipe, "components", {})
     for attr in ("transformer", "unet"):
-        if isinstance(getattr(pipe, attr, None), torch.nn.Module):
+        if attr in components or isinstance(getattr(pipe, attr, None), torch.nn.Module):
             return attr
     raise UserError(f"{type(pipe).__name__} has no denoiser (expected a .unet or .transformer module)")
 

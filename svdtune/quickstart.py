@@ -50,6 +50,10 @@ class QuickstartConfig:
     # The data stage for one world-style domain: its subset and rewrite pairs ("" skips it).
     domain: str = "pastel"
     domain_scenes: int = 400  # world scenes per style read by the data stage
+    # A short domain-adapter run on the 4-bit model (both objectives; 0 steps skips it).
+    adapter_model: str = "ref-unet"
+    adapter_steps: int = 200
+    adapter_overrides: list[str] = dataclasses.field(default_factory=list)  # key=value for its TrainConfig
 
     def validate(self):
         for s in self.suites:
@@ -100,6 +104,8 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
     results["quantized"] = {}
     if cfg.domain:
         results["data"] = domain_data(cfg, out / "data")
+        if cfg.adapter_steps:
+            results["adapter"] = domain_adapter(cfg, results["data"]["subset"]["dir"], out / "adapter")
     for model in cfg.models:
         pipe = load_pipeline(model, cfg.dtype, cfg.device)
         results["cost"][model] = model_cost(pipe, cfg.steps, cfg.latency_repeats, cfg.device)
@@ -150,6 +156,22 @@ def domain_data(cfg: QuickstartConfig, out: Path) -> dict:
             "read": built["counts"]["world"]["read"], "example_pair": [example["plain"], example["styled"]]}
 
 
+def domain_adapter(cfg: QuickstartConfig, data_dir: str, out: Path) -> dict:
+    """`svdtune train` for a few hundred steps: distillation plus the domain loss on the subset."""
+    from svdtune.config import load_config
+    from svdtune.train.config import TrainConfig
+    from svdtune.train.recipe import train_adapter
+
+    with measure(cfg.device) as cost:
+        run = train_adapter(load_config(TrainConfig, "configs/train/ref-unet-pastel.yaml", [
+            f"model={cfg.adapter_model}", f"output_dir={out}", f"domain.data={data_dir}", f"steps={cfg.adapter_steps}",
+            "distill.prompts=64", "validation.every=0", "save_every=100", "log_with=none", f"device={cfg.device}",
+            *cfg.adapter_overrides]))
+    summary = json.loads((run / "summary.json").read_text())
+    return {"dir": str(run), "steps": cfg.adapter_steps, "seconds": cost.seconds, "peak_mib": cost.peak_mib,
+            "before": summary["validation_start"], "after": summary["validation"], "loss": summary["last"]["loss"]}
+
+
 def run_suites(pipe, prompts: dict[str, list[str]], cfg: QuickstartConfig) -> dict[str, np.ndarray]:
     return {name: generate_images(pipe, p, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size)[0]
             for name, p in prompts.items()}
@@ -194,6 +216,15 @@ def report(results: dict, cfg: QuickstartConfig) -> str:
                     f"{data['subset']['val']} val records (`{data['subset']['dir']}`) and {data['pairs']['train']} train + "
                     f"{data['pairs']['val']} val rewrite pairs (`{data['pairs']['dir']}`), for example", "",
                     f"> {data['example_pair'][0]!r} -> {data['example_pair'][1]!r}", ""] if data else []
+    adapter = results.get("adapter")
+    adapter_section = [f"## Domain adapter: {cfg.domain} on the 4-bit {cfg.adapter_model}", "",
+                       f"{adapter['steps']} steps of distillation + domain loss in {adapter['seconds']:.0f} s "
+                       f"(peak RSS {adapter['peak_mib']:.0f} MiB), adapter in `{adapter['dir']}/adapter`. "
+                       "Evaluator scores (%) on the domain's validation captions:", "",
+                       "| | style | " + " | ".join(METRICS) + " |", "|---|---:|" + "---:|" * len(METRICS),
+                       *[f"| {label} | {m.get('style', float('nan')):.1f} | " + " | ".join(f"{m[k]:.1f}" for k in METRICS) + " |"
+                         for label, m in (("W4A4, before", adapter["before"]), ("W4A4 + adapter", adapter["after"]))],
+                       ""] if adapter else []
     return "\n".join([
         "# svdtune quickstart", "",
         f"{cfg.prompts_per_suite} prompts per suite, {cfg.steps} steps, guidance {cfg.guidance_scale}, seed {cfg.seed}, "
@@ -203,6 +234,7 @@ def report(results: dict, cfg: QuickstartConfig) -> str:
         alignment_table(results["alignment"]), "",
         *quant_section,
         *data_section,
+        *adapter_section,
         "## Cost (batch 1, warm, median)", "", *cost, "",
         "## Images (16-bit and W4A4 rows of each suite side by side)", "",
         *[f"![{m}]({grid_name(m)})" for m in cfg.models], "",

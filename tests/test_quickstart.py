@@ -13,7 +13,9 @@ def test_quickstart_writes_report_grid_and_config(tmp_path, tiny_family):
                       [f"output_dir={tmp_path}", "prompts_per_suite=2", "steps=2", "latency_repeats=1",
                        f"models=[{model}]", f"evaluator={export / 'evaluator'}", "suites=[single, two]",
                        "quant.rank=8", "quant.calibration.prompts=2", "quant.calibration.steps=2",
-                       "domain_scenes=20"])
+                       "domain_scenes=20", f"adapter_model={export / 'ref-unet'}", "adapter_steps=2",
+                       "adapter_overrides=[distill.prompts=4, distill.steps=2, validation.steps=2, quant.rank=4, "
+                       "quant.calibration.prompts=2, quant.calibration.steps=2, batch_size=2]"])
     out = run_quickstart(cfg)
     results = json.loads((out / "results.json").read_text())
     assert set(results["alignment"]) == {"rendered (ceiling)", model, f"{model} W4A4"}
@@ -32,3 +34,6 @@ def test_quickstart_writes_report_grid_and_config(tmp_path, tiny_family):
     assert data["domain"] == "pastel" and data["read"] == 100 and 0 < data["subset"]["train"] <= 20
     assert data["pairs"]["train"] > 0 and "soft pastel colours" in data["example_pair"][1]
     assert "## Domain data: pastel" in report
+    adapter = results["adapter"]  # the trainer ran both objectives on the domain subset
+    assert adapter["steps"] == 2 and adapter["loss"] > 0 and "style" in adapter["after"]
+    assert "## Domain adapter: pastel" in report

@@ -54,7 +54,8 @@ class OptimSettings:
 
 @dataclasses.dataclass
 class ValidationSettings:
-    every: int = 100                          # steps; 0: only at the end
+    every: int = 100                          # steps; 0: only at the start and the end
+    at_start: bool = True                     # also before the first step (the W4A4 model + init)
     prompts: list[str] = dataclasses.field(default_factory=list)  # empty: a few domain/world prompts
     seed: int = 0
     steps: int = 20
@@ -85,6 +86,7 @@ class TrainConfig:
     resume: str = ""                          # "latest", a checkpoint folder, or "" (start fresh)
     log_with: Literal["wandb", "tensorboard", "none"] = "wandb"  # wandb is offline unless WANDB_MODE says otherwise
     log_every: int = 10
+    deepspeed: str = ""                       # a DeepSpeed JSON config (configs/deepspeed/zero2.json) for multi-node
     device: str = ""                          # "" = accelerate's choice (GPU when present)
     dtype: str = "float32"                    # teacher and frozen backbone storage
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from svdtune.config import atomic_write_text, save_config, to_dict
 from svdtune.errors import UserError
-from svdtune.pipelines import load_pipeline
+from svdtune.pipelines import denoiser_attr, load_pipeline
 from svdtune.quant.calibrate import caption_prompts
 from svdtune.quant.quantize import denoiser_of, is_world_pipeline
 from svdtune.train.checkpoint import checkpoint_name, list_checkpoints, prune_checkpoints
@@ -54,14 +54,17 @@ def train_adapter(cfg: TrainConfig) -> Path:
         save_config(cfg, out)
     teacher = load_pipeline(cfg.model, cfg.dtype, str(acc.device))
     denoiser_of(teacher).requires_grad_(False)
-    student, init_errors = build_student(cfg, teacher, out, main, acc.wait_for_everyone)
+    prompts = distill_prompts(cfg, teacher)
+    # Calibration: the world's own captions for reference models, else the first training prompts.
+    calibration = None if is_world_pipeline(teacher) else prompts[:cfg.quant.calibration.prompts]
+    student, init_errors = build_student(cfg, teacher, out, main, acc.wait_for_everyone, calibration)
     if cfg.gradient_checkpointing:
         student.enable_gradient_checkpointing()
 
     trajectories = domain = schedule = None
     if cfg.distill.weight:
         trajectories = cached(out / "cache" / "trajectories.safetensors", Trajectories.load,
-                              lambda: record_trajectories(teacher, distill_prompts(cfg, teacher), cfg.distill.steps,
+                              lambda: record_trajectories(teacher, prompts, cfg.distill.steps,
                                                           cfg.distill.guidance, cfg.seed, cfg.distill.batch_size,
                                                           cfg.model), acc)
     if cfg.domain.weight:
@@ -70,6 +73,9 @@ def train_adapter(cfg: TrainConfig) -> Path:
                         acc)
         schedule = NoiseSchedule.from_pipeline(teacher)
 
+    # The teacher's denoiser is done (its trajectories are cached): free its memory. The pipeline
+    # keeps the VAE and text encoders for validation, which runs the student in its place.
+    setattr(teacher, denoiser_attr(teacher), None)
     params = trainable_parameters(student)
     optimizer = make_optimizer(params, cfg)
     # accelerate steps a prepared scheduler once per process per optimizer step: scale its length.
@@ -87,6 +93,8 @@ def train_adapter(cfg: TrainConfig) -> Path:
     start = resume(acc, cfg, out)
     if main and start == 0:
         (out / "history.jsonl").unlink(missing_ok=True)
+    if start == 0 and cfg.validation.at_start:
+        run_validation(acc, cfg, teacher, student, 0, out)
     acc.init_trackers("svdtune", config=to_dict(cfg), init_kwargs=tracker_kwargs(cfg, out))
 
     global_batch = cfg.batch_size * acc.num_processes * cfg.grad_accum
@@ -158,8 +166,15 @@ def make_accelerator(cfg: TrainConfig, out: Path):
         # Rank 0 quantizes, records trajectories and validates while the others wait.
         InitProcessGroupKwargs(timeout=timedelta(hours=3)),
     ]
+    deepspeed = None
+    if cfg.deepspeed:
+        from accelerate.utils import DeepSpeedPlugin
+
+        if not Path(cfg.deepspeed).is_file():
+            raise UserError(f"deepspeed config {cfg.deepspeed!r} does not exist")
+        deepspeed = DeepSpeedPlugin(hf_ds_config=cfg.deepspeed, gradient_accumulation_steps=cfg.grad_accum)
     return Accelerator(mixed_precision=cfg.mixed_precision, log_with=log_with, project_dir=str(out),
-                       kwargs_handlers=handlers, cpu=cfg.device == "cpu")
+                       kwargs_handlers=handlers, cpu=cfg.device == "cpu", deepspeed_plugin=deepspeed)
 
 
 def tracker_kwargs(cfg: TrainConfig, out: Path) -> dict:
@@ -317,9 +332,11 @@ def resume(acc, cfg: TrainConfig, out: Path) -> int:
 def run_validation(acc, cfg: TrainConfig, teacher, student, step: int, out: Path) -> dict:
     scores = {}
     if acc.is_main_process:
-        scores = validate(cfg, teacher, acc.unwrap_model(student), out / "validation" / f"step-{step:07d}.png")
+        path = out / "validation" / f"step-{step:07d}.png"
+        scores = validate(cfg, teacher, acc.unwrap_model(student), path)
+        atomic_write_text(path.with_suffix(".json"), json.dumps(scores, indent=1))
         acc.log({f"validation/{k}": v for k, v in scores.items()}, step=step)
-        image_tracker(acc, out / "validation" / f"step-{step:07d}.png", step)
+        image_tracker(acc, path, step)
     acc.wait_for_everyone()
     return scores
 
@@ -332,6 +349,10 @@ def image_tracker(acc, path: Path, step: int) -> None:
         tracker.log_images({"validation": np.asarray(Image.open(path))[None]}, step=step)
 
 
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def write_summary(out: Path, cfg: TrainConfig, init_errors: dict, scores: dict) -> None:
     by_step = {}
     for line in (out / "history.jsonl").read_text().splitlines():  # a resumed run repeats some steps
@@ -342,7 +363,8 @@ def write_summary(out: Path, cfg: TrainConfig, init_errors: dict, scores: dict) 
     summary = {
         "model": cfg.model, "steps": cfg.steps, "init": cfg.lora.init,
         "init_relative_error_mean": sum(init_errors.values()) / len(init_errors) if init_errors else None,
-        "first": first, "last": last, "validation": scores,
+        "first": first, "last": last, "validation_start": read_json(out / "validation" / "step-0000000.json"),
+        "validation": scores,
         "median_step_time": sorted(h["step_time"] for h in history)[len(history) // 2] if history else None,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))

@@ -25,23 +25,26 @@ from svdtune.train.lora import attach, lora_config
 log = logging.getLogger("svdtune")
 
 
-def quantized_backbone(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait) -> nn.Module:
+def quantized_backbone(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait,
+                       prompts: list[str] | None = None) -> nn.Module:
     """A fresh W4A4 copy of the teacher's denoiser: loaded from `cfg.quantized` or `out/backbone`,
-    quantized there first (by the main process, the others wait) when neither exists."""
+    quantized there first (by the main process, the others wait) when neither exists, calibrated
+    on `prompts` unless the quant config names a prompt file."""
     folder = Path(cfg.quantized) if cfg.quantized else out / "backbone"
     if not cfg.quantized and not (folder / MANIFEST).is_file() and is_main:
         model = copy.deepcopy(denoiser_of(teacher))
         with with_denoiser(teacher, model):
-            quantize(teacher, cfg.quant)
+            quantize(teacher, cfg.quant, prompts=None if cfg.quant.calibration.prompt_file else prompts)
         save_quantized(model, folder, source=cfg.model)
         log.info("quantized the backbone (%s) to %s", cfg.quant.method, folder)
     wait()
     return load_quantized(folder, copy.deepcopy(denoiser_of(teacher)))
 
 
-def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait) -> tuple[nn.Module, dict[str, float]]:
+def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait,
+                  prompts: list[str] | None = None) -> tuple[nn.Module, dict[str, float]]:
     """(student with the adapter attached and initialised, per-layer relative weight error after init)."""
-    student = quantized_backbone(cfg, teacher, out, is_main, wait)
+    student = quantized_backbone(cfg, teacher, out, is_main, wait, prompts)
     attach(student, lora_config(student, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target),
            cfg.adapter_name)
     initial = out / "student-init.safetensors"

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +100,15 @@ def test_two_processes_match_one_with_the_doubled_batch(tiny_family, pastel, tmp
     assert worst < 1e-3, worst
     files = lambda root: {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}  # noqa: E731
     assert files(two) - files(one) == {"checkpoints/step-0000003/random_states_1.pkl"}
+
+
+@pytest.mark.parametrize("path", sorted(Path("configs/train").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_configs_load_and_say_how_to_run(path):
+    cfg = load_config(TrainConfig, path)
+    assert cfg.output_dir.endswith(path.stem)
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    assert any("launch.sh train" in line for line in header)  # the header shows how to run it

@@ -1,0 +1,158 @@
+"""Training cost at realistic width: LoRA on the SVDQuant W4A4 backbone vs LoRA on the 16-bit one.
+
+    .venv/bin/python benchmarks/train_cost.py [--layers 4] [--batch 2] [--rounds 5] [--dtype float32]
+
+An SD3-style DiT with hidden size 1024 (16 heads x 64), random weights, 256 image + 77 text
+tokens. Both students carry the same rank-16 LoRA on the same projections and train with AdamW.
+Step time (forward, backward, optimizer step) is measured in one process, the two models
+interleaved, median of each round's steps, best round reported. Peak memory is measured in a fresh
+process per variant: the peak resident set (VmHWM, reset once the model is built) during the
+training steps, and the same above the process's resident set before the model existed (what
+training adds to a bare interpreter with torch imported).
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+
+from svdtune.quant.calibrate import Recording
+from svdtune.quant.config import QuantConfig
+from svdtune.quant.quantize import quantize, select_layers
+from svdtune.train.lora import DEFAULT_TARGET, attach, lora_config
+from svdtune.train.student import trainable_parameters
+
+HIDDEN, HEADS, TEXT_TOKENS = 1024, 16, 77
+FAST_FIT = dict(smooth_alphas=[0.5], shrink_grid=[1.0], lowrank_iters=1)  # fit quality is not timed here
+
+
+def build_dit(layers: int):
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(0)
+    return SD3Transformer2DModel(sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=layers,
+                                 attention_head_dim=HIDDEN // HEADS, num_attention_heads=HEADS,
+                                 joint_attention_dim=HIDDEN, caption_projection_dim=HIDDEN, pooled_projection_dim=768,
+                                 pos_embed_max_size=32)
+
+
+def inputs(batch: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return dict(hidden_states=torch.randn(batch, 16, 32, 32, generator=g),
+                encoder_hidden_states=torch.randn(batch, TEXT_TOKENS, HIDDEN, generator=g),
+                pooled_projections=torch.randn(batch, 768, generator=g), timestep=torch.full((batch,), 500.0))
+
+
+def student(kind: str, layers: int, batch: int, dtype: torch.dtype):
+    model = build_dit(layers).eval()
+    if kind == "w4a4":
+        cfg = QuantConfig(**FAST_FIT)
+        chosen, _ = select_layers(model, cfg.resolved())
+        with torch.no_grad(), Recording(chosen, sample_tokens=128) as rec:
+            model(**inputs(batch, seed=1))
+        quantize(model, cfg, calibration=rec.stats())
+        attach(model, lora_config(model, rank=16))
+    else:
+        inject_adapter_in_model(LoraConfig(r=16, lora_alpha=16, target_modules=lora_targets_16bit(model)), model)
+    model.to(dtype)
+    params = trainable_parameters(model)
+    for p in params:
+        p.data = p.data.float()  # adapters train in fp32 in both variants
+    return model, torch.optim.AdamW(params, lr=1e-4)
+
+
+def lora_targets_16bit(model) -> list[str]:
+    """The layers svdtune would quantize and put LoRA on, named in the 16-bit model."""
+    import re
+
+    layers, _ = select_layers(model, QuantConfig().resolved())
+    return [n for n in layers if re.search(DEFAULT_TARGET, n)]
+
+
+def train_step(model, optimizer, kw, target, dtype):
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        out = model(**kw, return_dict=False)[0]
+    loss = torch.nn.functional.mse_loss(out.float(), target)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def vm_kib(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_child(kind: str, layers: int, batch: int, dtype: str, steps: int) -> None:
+    """Runs in a fresh process: prints the peak memory of `steps` training steps as JSON."""
+    dt = getattr(torch, dtype)
+    before = vm_kib("VmRSS")
+    model, opt = student(kind, layers, batch, dt)
+    kw, target = inputs(batch), torch.randn(batch, 16, 32, 32)
+    train_step(model, opt, kw, target, dt)  # optimizer state exists from here on
+    import gc
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM: quantization's transient 16-bit copies are not training memory
+    for _ in range(steps):
+        train_step(model, opt, kw, target, dt)
+    peak = vm_kib("VmHWM")
+    print(json.dumps({"peak_mib": peak / 1024, "above_imports_mib": (peak - before) / 1024}))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3, help="steps per round and variant")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--memory-child", nargs=1, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child[0], args.layers, args.batch, args.dtype, args.steps)
+
+    dt = getattr(torch, args.dtype)
+    kinds = ("16-bit", "w4a4")
+    models = {k: student(k, args.layers, args.batch, dt) for k in kinds}
+    kw, target = inputs(args.batch), torch.randn(args.batch, 16, 32, 32)
+    for k in kinds:  # warm-up
+        train_step(*models[k], kw, target, dt)
+    best = {k: float("inf") for k in kinds}
+    for _ in range(args.rounds):
+        for k in kinds:
+            times = []
+            for _ in range(args.steps):
+                start = time.perf_counter()
+                train_step(*models[k], kw, target, dt)
+                times.append(time.perf_counter() - start)
+            best[k] = min(best[k], statistics.median(times))
+    del models
+    memory = {}
+    for k in kinds:
+        out = subprocess.run([sys.executable, __file__, "--memory-child", k, "--layers", str(args.layers), "--batch",
+                              str(args.batch), "--dtype", args.dtype, "--steps", str(args.steps)],
+                             check=True, capture_output=True, text=True)
+        memory[k] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\nLoRA r16 training step, SD3-style DiT hidden {HIDDEN}, {args.layers} blocks, batch {args.batch}, "
+          f"compute {args.dtype}, {torch.get_num_threads()} threads\n")
+    print("| backbone | step time (s) | samples/s | peak RSS (MiB) | peak above imports (MiB) |")
+    print("|---|---:|---:|---:|---:|")
+    for k in kinds:
+        print(f"| {k} | {best[k]:.3f} | {args.batch / best[k]:.2f} | {memory[k]['peak_mib']:.0f} | "
+              f"{memory[k]['above_imports_mib']:.0f} |")
+    print(f"\nW4A4 / 16-bit: step time {best['w4a4'] / best['16-bit']:.2f}x (bar <= 2x), peak memory above imports "
+          f"{memory['w4a4']['above_imports_mib'] / memory['16-bit']['above_imports_mib']:.2f}x (bar <= 0.6x), "
+          f"peak RSS {memory['w4a4']['peak_mib'] / memory['16-bit']['peak_mib']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
