@@ -56,6 +56,8 @@ class OptimSettings:
 class ValidationSettings:
     every: int = 100                          # steps; 0: only at the start and the end
     at_start: bool = True                     # also before the first step (the W4A4 model + init)
+    loss_every: int = 25                      # distillation loss on a fixed sample of trajectory points
+    loss_samples: int = 64
     prompts: list[str] = dataclasses.field(default_factory=list)  # empty: a few domain/world prompts
     seed: int = 0
     steps: int = 20

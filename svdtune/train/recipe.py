@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import resource
+import statistics
 import time
 from contextlib import nullcontext
 from datetime import timedelta
@@ -57,7 +58,7 @@ def train_adapter(cfg: TrainConfig) -> Path:
     prompts = distill_prompts(cfg, teacher)
     # Calibration: the world's own captions for reference models, else the first training prompts.
     calibration = None if is_world_pipeline(teacher) else prompts[:cfg.quant.calibration.prompts]
-    student, init_errors = build_student(cfg, teacher, out, main, acc.wait_for_everyone, calibration)
+    student = build_student(cfg, teacher, out, main, acc.wait_for_everyone, calibration)
     if cfg.gradient_checkpointing:
         student.enable_gradient_checkpointing()
 
@@ -93,8 +94,12 @@ def train_adapter(cfg: TrainConfig) -> Path:
     start = resume(acc, cfg, out)
     if main and start == 0:
         (out / "history.jsonl").unlink(missing_ok=True)
+    fixed_loss = lambda: fixed_distill_loss(student, trajectories, cfg.validation.loss_samples, acc.device)  # noqa: E731
     if start == 0 and cfg.validation.at_start:
         run_validation(acc, cfg, teacher, student, 0, out)
+        if trajectories is not None and main:
+            with open(out / "history.jsonl", "a") as f:
+                f.write(json.dumps({"step": 0, "distill_loss_fixed": round(fixed_loss(), 6)}) + "\n")
     acc.init_trackers("svdtune", config=to_dict(cfg), init_kwargs=tracker_kwargs(cfg, out))
 
     global_batch = cfg.batch_size * acc.num_processes * cfg.grad_accum
@@ -120,6 +125,8 @@ def train_adapter(cfg: TrainConfig) -> Path:
         seconds = time.perf_counter() - began
         record = totals | {"lr": lr_schedule.get_last_lr()[0], "grad_norm": float(grad_norm), "step_time": seconds,
                            "samples_per_s": global_batch / seconds, "peak_memory_mib": peak_memory_mib(acc.device)}
+        if trajectories is not None and cfg.validation.loss_every and (step + 1) % cfg.validation.loss_every == 0:
+            record["distill_loss_fixed"] = fixed_loss()
         if main:  # appended as it goes: a resumed run continues the same file
             with open(out / "history.jsonl", "a") as f:
                 f.write(json.dumps({"step": step + 1} | {k: round(v, 6) for k, v in record.items()}) + "\n")
@@ -140,7 +147,7 @@ def train_adapter(cfg: TrainConfig) -> Path:
             ema.copy_to(params)
             save_adapter(model, out / "adapter-ema", cfg.adapter_name)
             ema.restore(params)
-        write_summary(out, cfg, init_errors, scores)
+        write_summary(out, cfg, scores)
     acc.wait_for_everyone()
     acc.end_training()
     return out
@@ -251,6 +258,22 @@ def step_losses(cfg: TrainConfig, student, part: dict, trajectories, domain, sch
     return losses
 
 
+@torch.no_grad()
+def fixed_distill_loss(student, trajectories: Trajectories | None, n: int, device, chunk: int = 16) -> float:
+    """Mean distillation loss on the same `n` trajectory points every time it is called: a
+    noise-free curve to compare runs (e.g. adapter inits) by."""
+    g = torch.Generator().manual_seed(12_345)
+    rows, steps = torch.randint(trajectories.rows, (n,), generator=g), torch.randint(trajectories.steps, (n,), generator=g)
+    was_training = student.training
+    student.eval()
+    total = 0.0
+    for i in range(0, n, chunk):
+        kwargs, target = trajectories.batch(rows[i:i + chunk], steps[i:i + chunk], device, torch.float32)
+        total += distillation_loss(student, kwargs, target).item() * len(rows[i:i + chunk])
+    student.train(was_training)
+    return total / n
+
+
 def peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -349,22 +372,28 @@ def image_tracker(acc, path: Path, step: int) -> None:
         tracker.log_images({"validation": np.asarray(Image.open(path))[None]}, step=step)
 
 
+def mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def write_summary(out: Path, cfg: TrainConfig, init_errors: dict, scores: dict) -> None:
+def write_summary(out: Path, cfg: TrainConfig, scores: dict) -> None:
     by_step = {}
     for line in (out / "history.jsonl").read_text().splitlines():  # a resumed run repeats some steps
         record = json.loads(line)
         by_step[record["step"]] = record
-    history = [by_step[k] for k in sorted(by_step)]
+    history = [by_step[k] for k in sorted(by_step) if "step_time" in by_step[k]]
     first, last = (history[0], history[-1]) if history else ({}, {})
     summary = {
         "model": cfg.model, "steps": cfg.steps, "init": cfg.lora.init,
-        "init_relative_error_mean": sum(init_errors.values()) / len(init_errors) if init_errors else None,
+        "init_relative_error_mean": mean(read_json(out / "init_errors.json").values()),
+        "distill_loss_fixed": {k: v["distill_loss_fixed"] for k, v in sorted(by_step.items()) if "distill_loss_fixed" in v},
         "first": first, "last": last, "validation_start": read_json(out / "validation" / "step-0000000.json"),
         "validation": scores,
-        "median_step_time": sorted(h["step_time"] for h in history)[len(history) // 2] if history else None,
+        "median_step_time": statistics.median(h["step_time"] for h in history) if history else None,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))

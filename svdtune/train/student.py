@@ -8,6 +8,7 @@ starts from exactly the same model without quantizing again.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from svdtune.config import atomic_write_text
 from svdtune.pipelines import with_denoiser
 from svdtune.quant.quantize import denoiser_of, quantize
 from svdtune.quant.serialize import MANIFEST, load_quantized, save_quantized
@@ -42,22 +44,23 @@ def quantized_backbone(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait
 
 
 def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait,
-                  prompts: list[str] | None = None) -> tuple[nn.Module, dict[str, float]]:
-    """(student with the adapter attached and initialised, per-layer relative weight error after init)."""
+                  prompts: list[str] | None = None) -> nn.Module:
+    """The student with the adapter attached and initialised (per-layer relative weight errors
+    after the init go to init_errors.json)."""
     student = quantized_backbone(cfg, teacher, out, is_main, wait, prompts)
     attach(student, lora_config(student, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target),
            cfg.adapter_name)
     initial = out / "student-init.safetensors"
-    errors: dict[str, float] = {}
     if not initial.is_file() and is_main:
         torch.manual_seed(cfg.seed)  # A's random init (zero init) is reproducible
         errors = init_adapter(student, denoiser_of(teacher), cfg.adapter_name, cfg.lora.init, cfg.lora.init_iters)
+        atomic_write_text(out / "init_errors.json", json.dumps(errors, indent=1))
         tmp = initial.with_name(f".{initial.name}.tmp")
         save_file({k: v.contiguous() for k, v in student.state_dict().items()}, tmp)
         tmp.rename(initial)
     wait()
     student.load_state_dict(load_file(initial))
-    return student, errors
+    return student
 
 
 def trainable_parameters(student: nn.Module) -> list[nn.Parameter]:

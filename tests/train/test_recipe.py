@@ -47,6 +47,8 @@ def test_train_writes_adapter_checkpoints_and_summary(tiny_family, pastel, tmp_p
     assert summary["last"]["step"] == 4
     assert all(torch.isfinite(torch.tensor(summary["last"][k])) for k in ("loss", "loss_distill", "loss_domain"))
     assert set(summary["validation"]) >= {"shape", "colour", "all"}
+    assert set(summary["validation_start"]) == set(summary["validation"])  # the W4A4 model before training
+    assert "0" in summary["distill_loss_fixed"] and summary["init_relative_error_mean"] > 0
 
 
 def test_killed_run_resumes_to_the_uninterrupted_adapter(tiny_family, pastel, tmp_path):
