@@ -90,7 +90,9 @@ def train_adapter(cfg: TrainConfig) -> Path:
 
         ema = EMAModel(params, decay=cfg.ema_decay)
     student, optimizer, lr_schedule = acc.prepare(student, optimizer, lr_schedule)
+    student.train()  # LoRA dropout and gradient checkpointing act in train mode only
     register_adapter_hooks(acc, cfg.adapter_name, ema)
+    acc.init_trackers("svdtune", config=to_dict(cfg), init_kwargs=tracker_kwargs(cfg, out))
     start = resume(acc, cfg, out)
     if main and start == 0:
         (out / "history.jsonl").unlink(missing_ok=True)
@@ -100,7 +102,6 @@ def train_adapter(cfg: TrainConfig) -> Path:
         if trajectories is not None and main:
             with open(out / "history.jsonl", "a") as f:
                 f.write(json.dumps({"step": 0, "distill_loss_fixed": round(fixed_loss(), 6)}) + "\n")
-    acc.init_trackers("svdtune", config=to_dict(cfg), init_kwargs=tracker_kwargs(cfg, out))
 
     global_batch = cfg.batch_size * acc.num_processes * cfg.grad_accum
     bar = tqdm(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps, disable=not main, mininterval=5)
