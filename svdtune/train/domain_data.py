@@ -8,29 +8,23 @@ latent and the timestep (text states, pooled embeddings, SDXL time ids) is repro
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from svdtune.errors import UserError
 from svdtune.pipelines import call_kwargs
 from svdtune.quant.quantize import denoiser_of
-from svdtune.train.trajectories import Recorder, assemble, store_dtype, unflatten
+from svdtune.train.trajectories import Recorder, TensorCache, assemble, moved, store_dtype, unflatten
 
 CAPTIONS = ("long", "short")
 
 
-@dataclasses.dataclass
-class DomainData:
-    tensors: dict[str, torch.Tensor]  # "latents" (N, ...), "const/<arg>" (N, ...), "uncond/<arg>" (1, ...), "shared/<arg>"
-    plain: dict[str, object]
-    meta: dict[str, object]           # latent_key (the denoiser's latent argument), caption, source
+class DomainData(TensorCache):
+    """tensors: "latents" (N, ...), "const/<arg>" (N, ...), "uncond/<arg>" (1, ...), "shared/<arg>";
+    meta: latent_key (the denoiser's latent argument), caption, source."""
 
     def __len__(self) -> int:
         return self.tensors["latents"].shape[0]
@@ -47,25 +41,10 @@ class DomainData:
                 flat[key] = torch.where(drop.view((-1,) + (1,) * (rows.ndim - 1)), empty, rows)
             elif kind == "shared":
                 flat[key] = t
-        cast = lambda t: t.to(device, dtype) if t.is_floating_point() else t.to(device)  # noqa: E731
-        flat = {k: cast(v) if isinstance(v, torch.Tensor) else v for k, v in flat.items()}
-        return unflatten(flat), cast(self.tensors["latents"][index])
-
-    def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.contiguous() for k, v in self.tensors.items()}, tmp,
-                  metadata={"plain": json.dumps(self.plain), "meta": json.dumps(self.meta)})
-        tmp.rename(path)
-        return path
-
-    @classmethod
-    def load(cls, path: Path) -> "DomainData":
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        if "meta" not in meta:
-            raise UserError(f"{path}: not a domain data cache")
-        return cls(load_file(path), json.loads(meta["plain"]), json.loads(meta["meta"]))
+        flat["latents"] = self.tensors["latents"][index]
+        flat = moved(flat, device, dtype)
+        latents = flat.pop("latents")
+        return unflatten(flat), latents
 
 
 @torch.no_grad()

@@ -158,7 +158,13 @@ def train_adapter(cfg: TrainConfig) -> Path:
 
 def make_accelerator(cfg: TrainConfig, out: Path):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    # accelerate keeps its settings process-wide; a second run in one process (quickstart,
+    # benchmarks, a notebook) may ask for other ones (transformers' Trainer resets them too).
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
 
     os.environ.setdefault("WANDB_MODE", "offline")
     log_with = None if cfg.log_with == "none" else cfg.log_with

@@ -94,10 +94,37 @@ class Recorder:
 
 
 @dataclasses.dataclass
-class Trajectories:
-    tensors: dict[str, torch.Tensor]   # "const/...", "step/...", "shared/...", "output"
-    plain: dict[str, object]           # non-tensor arguments, equal in every call
-    meta: dict[str, object]            # how they were made (model, steps, guidance, prompts, seed)
+class TensorCache:
+    """Named tensors plus JSON metadata in one safetensors file (written atomically)."""
+    tensors: dict[str, torch.Tensor]
+    plain: dict[str, object]           # non-tensor denoiser arguments, equal in every call
+    meta: dict[str, object]            # how it was made
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({k: v.contiguous() for k, v in self.tensors.items()}, tmp,
+                  metadata={"plain": json.dumps(self.plain), "meta": json.dumps(self.meta)})
+        tmp.rename(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path):
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{cls.__name__} cache {str(path)!r} does not exist")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if "plain" not in meta or "meta" not in meta:
+            raise UserError(f"{path}: not a {cls.__name__} cache (no plain/meta metadata)")
+        return cls(load_file(path), json.loads(meta["plain"]), json.loads(meta["meta"]))
+
+
+class Trajectories(TensorCache):
+    """tensors: "const/...", "step/...", "shared/...", "output"; meta: model, steps, guidance, prompts, seed."""
 
     @property
     def rows(self) -> int:
@@ -118,32 +145,18 @@ class Trajectories:
                 flat[key] = t[rows, steps]
             elif kind == "shared":
                 flat[key] = t
-        target = self.tensors["output"][rows, steps]
-        cast = lambda t: t.to(device, dtype) if t.is_floating_point() else t.to(device)  # noqa: E731
-        flat = {k: cast(v) if isinstance(v, torch.Tensor) else v for k, v in flat.items()}
-        return unflatten(flat), cast(target)
+        flat["output"] = self.tensors["output"][rows, steps]
+        flat = moved(flat, device, dtype)
+        target = flat.pop("output")
+        return unflatten(flat), target
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.contiguous() for k, v in self.tensors.items()}, tmp,
-                  metadata={"plain": json.dumps(self.plain), "meta": json.dumps(self.meta)})
-        tmp.rename(path)
-        return path
 
-    @classmethod
-    def load(cls, path: str | Path) -> "Trajectories":
-        from safetensors import safe_open
+def moved(flat: dict, device, dtype) -> dict:
+    """Tensors of `flat` on `device`, floating ones also in `dtype`; other values as they are."""
+    def move(t):
+        return t.to(device, dtype) if t.is_floating_point() else t.to(device)
 
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"trajectory file {str(path)!r} does not exist")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        if "plain" not in meta or "meta" not in meta:
-            raise UserError(f"{path}: not a trajectory file (no plain/meta metadata)")
-        return cls(load_file(path), json.loads(meta["plain"]), json.loads(meta["meta"]))
+    return {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in flat.items()}
 
 
 def assemble(calls: list, steps: int) -> tuple[dict[str, torch.Tensor], dict[str, object]]:

@@ -51,6 +51,21 @@ def test_train_writes_adapter_checkpoints_and_summary(tiny_family, pastel, tmp_p
     assert "0" in summary["distill_loss_fixed"] and summary["init_relative_error_mean"] > 0
 
 
+def test_training_options_run_and_resume(tiny_family, pastel, tmp_path):
+    """8-bit AdamW, EMA, bf16 autocast, accumulation and gradient checkpointing together; the
+    8-bit optimizer state and EMA survive a resume."""
+    extra = ["optim.optimizer=adamw8bit", "ema_decay=0.9", "mixed_precision=bf16", "grad_accum=2",
+             "gradient_checkpointing=true", "lora.init=loftq-requant", "validation.at_start=false"]
+    out = train_adapter(config(tiny_family, pastel, tmp_path / "run", *extra, "steps=2"))
+    assert (out / "adapter-ema" / "adapter_model.safetensors").is_file()
+    out = train_adapter(config(tiny_family, pastel, tmp_path / "run", *extra, "resume=latest", "steps=4"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["last"]["step"] == 4 and summary["first"]["step"] == 1
+    assert all(torch.isfinite(torch.tensor(summary["last"][k])) for k in ("loss", "grad_norm"))
+    ema, plain = (load_file(out / d / "adapter_model.safetensors") for d in ("adapter-ema", "adapter"))
+    assert any(not torch.equal(ema[k], plain[k]) for k in ema)
+
+
 def test_killed_run_resumes_to_the_uninterrupted_adapter(tiny_family, pastel, tmp_path):
     """kill -9 after the step-4 checkpoint, corrupt the newest checkpoint, `resume=latest`: the run
     falls back to the previous checkpoint and ends with the uninterrupted run's adapter, bit for
