@@ -8,7 +8,8 @@ Step time (forward, backward, optimizer step) is measured in one process, the tw
 interleaved, median of each round's steps, best round reported. Peak memory is measured in a fresh
 process per variant: the peak resident set (VmHWM, reset once the model is built) during the
 training steps, and the same above the process's resident set before the model existed (what
-training adds to a bare interpreter with torch imported).
+training adds to a bare interpreter with torch imported). Gradient checkpointing is on by default
+(as in QLoRA-style training, where the frozen backbone is what memory is spent on).
 """
 
 import argparse
@@ -48,7 +49,7 @@ def inputs(batch: int, seed: int = 0) -> dict:
                 pooled_projections=torch.randn(batch, 768, generator=g), timestep=torch.full((batch,), 500.0))
 
 
-def student(kind: str, layers: int, batch: int, dtype: torch.dtype):
+def student(kind: str, layers: int, batch: int, dtype: torch.dtype, checkpointing: bool):
     model = build_dit(layers).eval()
     if kind == "w4a4":
         cfg = QuantConfig(**FAST_FIT)
@@ -59,7 +60,10 @@ def student(kind: str, layers: int, batch: int, dtype: torch.dtype):
         attach(model, lora_config(model, rank=16))
     else:
         inject_adapter_in_model(LoraConfig(r=16, lora_alpha=16, target_modules=lora_targets_16bit(model)), model)
-    model.to(dtype)
+    model.to(dtype)  # frozen 16-bit weights (and, W4A4, the layers kept in 16-bit) stored in `dtype`
+    if checkpointing:
+        model.enable_gradient_checkpointing()
+    model.train()
     params = trainable_parameters(model)
     for p in params:
         p.data = p.data.float()  # adapters train in fp32 in both variants
@@ -90,11 +94,11 @@ def vm_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def memory_child(kind: str, layers: int, batch: int, dtype: str, steps: int) -> None:
+def memory_child(kind: str, layers: int, batch: int, dtype: str, steps: int, checkpointing: bool) -> None:
     """Runs in a fresh process: prints the peak memory of `steps` training steps as JSON."""
     dt = getattr(torch, dtype)
     before = vm_kib("VmRSS")
-    model, opt = student(kind, layers, batch, dt)
+    model, opt = student(kind, layers, batch, dt, checkpointing)
     kw, target = inputs(batch), torch.randn(batch, 16, 32, 32)
     train_step(model, opt, kw, target, dt)  # optimizer state exists from here on
     import gc
@@ -114,15 +118,18 @@ def main():
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="steps per round and variant")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="compute (autocast) and storage dtype of the frozen 16-bit weights")
+    p.add_argument("--no-checkpointing", action="store_true", help="keep every activation (no gradient checkpointing)")
     p.add_argument("--memory-child", nargs=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
-        return memory_child(args.memory_child[0], args.layers, args.batch, args.dtype, args.steps)
+        return memory_child(args.memory_child[0], args.layers, args.batch, args.dtype, args.steps,
+                            not args.no_checkpointing)
 
     dt = getattr(torch, args.dtype)
     kinds = ("16-bit", "w4a4")
-    models = {k: student(k, args.layers, args.batch, dt) for k in kinds}
+    models = {k: student(k, args.layers, args.batch, dt, not args.no_checkpointing) for k in kinds}
     kw, target = inputs(args.batch), torch.randn(args.batch, 16, 32, 32)
     for k in kinds:  # warm-up
         train_step(*models[k], kw, target, dt)
@@ -139,11 +146,13 @@ def main():
     memory = {}
     for k in kinds:
         out = subprocess.run([sys.executable, __file__, "--memory-child", k, "--layers", str(args.layers), "--batch",
-                              str(args.batch), "--dtype", args.dtype, "--steps", str(args.steps)],
+                              str(args.batch), "--dtype", args.dtype, "--steps", str(args.steps)]
+                             + (["--no-checkpointing"] if args.no_checkpointing else []),
                              check=True, capture_output=True, text=True)
         memory[k] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"\nLoRA r16 training step, SD3-style DiT hidden {HIDDEN}, {args.layers} blocks, batch {args.batch}, "
-          f"compute {args.dtype}, {torch.get_num_threads()} threads\n")
+          f"{args.dtype}, gradient checkpointing {'off' if args.no_checkpointing else 'on'}, "
+          f"{torch.get_num_threads()} threads\n")
     print("| backbone | step time (s) | samples/s | peak RSS (MiB) | peak above imports (MiB) |")
     print("|---|---:|---:|---:|---:|")
     for k in kinds:
