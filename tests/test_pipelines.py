@@ -33,7 +33,7 @@ def test_generation_is_deterministic_for_a_seed(name, source, request):
     c, _ = generate_images(pipe, PROMPTS, steps=4, guidance_scale=4.0, seed=8, batch_size=2)
     assert a.shape == (2, 48, 48, 3)
     np.testing.assert_allclose(a, b, atol=1e-4)  # same seeds, other batching: same images
-    assert np.abs(a - c).mean() > 1e-2  # another seed: other images
+    assert np.abs(a - c).max() > 0.1  # another seed: other images (the white background stays white)
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):
