@@ -32,14 +32,15 @@ def prompt_suite(category: str, n: int, seed: int = EVAL_SEED) -> list[world.Sce
 def alignment(evaluator: ev.WorldEvaluator, images: np.ndarray | torch.Tensor, prompts: list[str]) -> dict[str, float]:
     """Mean alignment scores (percent) of images with the prompts they were made for.
 
-    images: NxHxWx3 numpy or Nx3xHxW torch, values in [0, 1].
+    images: NxHxWx3 numpy or Nx3xHxW torch, values in [0, 1]. `style` is averaged over the prompts
+    that name a style.
     """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images).permute(0, 3, 1, 2)
     preds = ev.predict(evaluator, images.float())
     rows = [ev.score(p, world.parse_prompt(prompt), world.prompt_style(prompt)) for p, prompt in zip(preds, prompts)]
-    keys = rows[0].keys()
-    return {k: 100.0 * float(np.mean([r[k] for r in rows])) for k in keys}
+    keys = dict.fromkeys(k for r in rows for k in r)  # "style" only from prompts that name one
+    return {k: 100.0 * float(np.mean([r[k] for r in rows if k in r])) for k in keys}
 
 
 def render_scenes(scenes: list[world.Scene]) -> np.ndarray:

@@ -55,3 +55,10 @@ def test_shipped_evaluator_reads_rendered_scenes(reference_evaluator):
     prompts = [s.detailed_caption() for s in scenes]
     scores = alignment(reference_evaluator, render_scenes(scenes), prompts)
     assert min(scores[k] for k in ("shape", "colour", "size", "position", "style")) >= 97.0, scores
+
+
+def test_style_is_scored_over_the_prompts_that_name_one(reference_evaluator):
+    scenes = [world.sample_scene(random.Random(i), style="pastel") for i in range(4)]
+    prompts = [s.detailed_caption() if i % 2 else s.short_caption() for i, s in enumerate(scenes)]  # short: no style
+    scores = alignment(reference_evaluator, render_scenes(scenes), prompts)
+    assert scores["style"] == 100.0 and scores["colour"] == 100.0
