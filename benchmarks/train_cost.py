@@ -101,9 +101,11 @@ def memory_child(kind: str, layers: int, batch: int, dtype: str, steps: int, che
     model, opt = student(kind, layers, batch, dt, checkpointing)
     kw, target = inputs(batch), torch.randn(batch, 16, 32, 32)
     train_step(model, opt, kw, target, dt)  # optimizer state exists from here on
+    import ctypes
     import gc
 
     gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # give back what building the model freed (glibc keeps it otherwise)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM: quantization's transient 16-bit copies are not training memory
     for _ in range(steps):
