@@ -19,7 +19,7 @@ from svdtune.eval.cost import measure
 from svdtune.eval.frechet import frechet_distance
 from svdtune.eval.world_bench import alignment, evaluator_features, prompt_suite, render_scenes
 from svdtune.generate import generate_images
-from svdtune.pipelines import load_evaluator, load_pipeline
+from svdtune.pipelines import load_evaluator, load_pipeline, with_denoiser
 from svdtune.quant.config import QuantConfig
 from svdtune.quant.quantize import collect_statistics, denoiser_of, quantize, size_summary
 from svdtune.quant.serialize import WEIGHTS, save_quantized
@@ -56,8 +56,8 @@ def evaluate(model_name, methods, args, evaluator):
         quantized = copy.deepcopy(original)
         with measure() as cost:
             quantize(quantized, cfg, calibration=stats)
-        setattr(pipe, "unet" if hasattr(pipe, "unet") else "transformer", quantized)
-        images = run(pipe)
+        with with_denoiser(pipe, quantized):
+            images = run(pipe)
         with tempfile.TemporaryDirectory() as tmp:
             save_quantized(quantized.half(), tmp)
             disk = (Path(tmp) / WEIGHTS).stat().st_size / 2**20
@@ -65,7 +65,6 @@ def evaluate(model_name, methods, args, evaluator):
                          layers_ratio=size_summary(quantized)["layers_ratio"], disk_mib=disk,
                          seconds=cal_cost.seconds + cost.seconds, peak_mib=max(cal_cost.peak_mib, cost.peak_mib)))
         print(f"[{model_name} {name}: done]", flush=True)
-    setattr(pipe, "unet" if hasattr(pipe, "unet") else "transformer", original)
     return rows
 
 

@@ -127,6 +127,18 @@ def save_config(obj: Any, directory: str | os.PathLike, name: str = "config.yaml
     return atomic_write_text(directory / name, text)
 
 
+def atomic_save_file(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """safetensors `save_file` under a temporary name, then renamed: a crash never leaves half a file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:

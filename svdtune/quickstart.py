@@ -24,6 +24,7 @@ from svdtune.eval.world_bench import SUITES, alignment, prompt_suite, render_sce
 from svdtune.generate import generate_images, slug
 from svdtune.pipelines import call_kwargs
 from svdtune.quant import CalibrationConfig, QuantConfig, quantize, size_summary
+from svdtune.quant.quantize import denoiser_of
 
 METRICS = ("colour", "shape", "size", "position", "all")
 
@@ -81,7 +82,7 @@ def model_cost(pipe, steps: int, repeats: int, device: str, disk_mib: float | No
     timed(1)  # warm-up
     one, _ = timed(1)
     full, peak = timed(steps)
-    denoiser = pipe.unet if hasattr(pipe, "unet") else pipe.transformer
+    denoiser = denoiser_of(pipe)
     folder = Path(pipe.config._name_or_path) if hasattr(pipe.config, "_name_or_path") else None
     return {
         "latency_s": full, "step_ms": 1000 * (full - one) / max(steps - 1, 1), "peak_rss_mib": peak / 2**20,

@@ -10,10 +10,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from svdtune.config import atomic_write_text
+from svdtune.config import atomic_save_file, atomic_write_text
 from svdtune.errors import UserError
 from svdtune.quant.config import QuantConfig
 from svdtune.quant.linear import LayerSpec, SVDQuantLinear
@@ -37,10 +37,7 @@ def save_quantized(model: nn.Module, directory: str | Path, source: str | None =
         "source": source, "config": dataclasses.asdict(report.config), "layers": layers,
         "skipped": report.skipped, "output_error": report.layers, "seconds": report.seconds,
     }
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    tmp = directory / f".{WEIGHTS}.tmp"
-    save_file(state, tmp, metadata={"format": FORMAT})
-    tmp.rename(directory / WEIGHTS)
+    atomic_save_file(model.state_dict(), directory / WEIGHTS, {"format": FORMAT})
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1, default=list))
     return directory
 

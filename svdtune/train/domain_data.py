@@ -80,6 +80,11 @@ def load_subset(dataset_dir: str | Path, split: str = "train"):
     return ds[split]
 
 
+def captions_of(rows, caption: str = "long") -> list[str]:
+    """The long captions of a batch of records (the short one where a record has none), or the short ones."""
+    return [lc if caption == "long" and lc else sc for lc, sc in zip(rows["long_caption"], rows["short_caption"])]
+
+
 def image_tensor(images: list, size: tuple[int, int]) -> torch.Tensor:
     """PIL images -> (B, 3, H, W) in [-1, 1], resized (bicubic) to `size` = (H, W) when needed."""
     from PIL import Image
@@ -112,7 +117,7 @@ def build_domain_data(pipe, dataset_dir: str | Path, caption: str = "long", max_
     parts, plain, latent_key = [], None, None
     for start in tqdm(range(0, len(ds), batch_size), desc="domain latents", unit="batch", mininterval=5):
         rows = ds[start:start + batch_size]
-        captions = [(lc if caption == "long" and lc else sc) for lc, sc in zip(rows["long_caption"], rows["short_caption"])]
+        captions = captions_of(rows, caption)
         cond, plain, latent_key, latent_shape = record_conditioning(pipe, captions)
         size = (latent_shape[-2] * pipe.vae_scale_factor, latent_shape[-1] * pipe.vae_scale_factor)
         x = image_tensor([load_image(i) for i in rows["image"]], size).to(vae.device, vae.dtype)

@@ -27,9 +27,10 @@ import torch.nn.functional as Fn
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import check_adapters_to_merge
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from svdtune.config import atomic_save_file
 from svdtune.errors import UserError
 from svdtune.quant.linear import SVDQuantLinear
 
@@ -171,10 +172,8 @@ def save_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "d
     """peft's adapter folder: adapter_model.safetensors + adapter_config.json (written atomically)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in adapter_state(model, adapter_name).items()}
-    tmp = directory / f".{ADAPTER_WEIGHTS}.tmp"
-    save_file(state, tmp, metadata={"format": "pt"})
-    tmp.rename(directory / ADAPTER_WEIGHTS)
+    atomic_save_file({k: v.detach() for k, v in adapter_state(model, adapter_name).items()},
+                     directory / ADAPTER_WEIGHTS, {"format": "pt"})
     model.peft_config[adapter_name].save_pretrained(str(directory))
     return directory
 

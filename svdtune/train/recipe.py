@@ -37,7 +37,7 @@ from svdtune.quant.calibrate import caption_prompts
 from svdtune.quant.quantize import denoiser_of, is_world_pipeline
 from svdtune.train.checkpoint import checkpoint_name, list_checkpoints, prune_checkpoints
 from svdtune.train.config import TrainConfig
-from svdtune.train.domain_data import DomainData, build_domain_data, load_subset
+from svdtune.train.domain_data import DomainData, build_domain_data, captions_of, load_subset
 from svdtune.train.lora import adapter_state, save_adapter
 from svdtune.train.objectives import NoiseSchedule, denoising_loss, distillation_loss
 from svdtune.train.student import build_student, trainable_parameters
@@ -207,8 +207,7 @@ def distill_prompts(cfg: TrainConfig, teacher) -> list[str]:
     """Prompts for the teacher's trajectories: the prompt file, else the domain data's captions,
     else the world's captions (reference models)."""
     if not cfg.distill.prompt_file and cfg.domain.data:
-        rows = load_subset(cfg.domain.data)
-        captions = [lc or sc for lc, sc in zip(rows["long_caption"], rows["short_caption"])]
+        captions = captions_of(load_subset(cfg.domain.data))
         return [captions[i % len(captions)] for i in range(cfg.distill.prompts)]
     return caption_prompts(cfg.distill.prompts, cfg.distill.prompt_file, is_world_pipeline(teacher),
                            cfg.seed + 60_000, "distill.prompt_file")

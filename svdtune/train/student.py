@@ -13,10 +13,10 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from svdtune.config import atomic_write_text
+from svdtune.config import atomic_save_file, atomic_write_text
 from svdtune.pipelines import with_denoiser
 from svdtune.quant.quantize import denoiser_of, quantize
 from svdtune.quant.serialize import MANIFEST, load_quantized, save_quantized
@@ -55,9 +55,7 @@ def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait,
         torch.manual_seed(cfg.seed)  # A's random init (zero init) is reproducible
         errors = init_adapter(student, denoiser_of(teacher), cfg.adapter_name, cfg.lora.init, cfg.lora.init_iters)
         atomic_write_text(out / "init_errors.json", json.dumps(errors, indent=1))
-        tmp = initial.with_name(f".{initial.name}.tmp")
-        save_file({k: v.contiguous() for k, v in student.state_dict().items()}, tmp)
-        tmp.rename(initial)
+        atomic_save_file(student.state_dict(), initial)
     wait()
     student.load_state_dict(load_file(initial))
     return student

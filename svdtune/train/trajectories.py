@@ -24,9 +24,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from svdtune.config import atomic_save_file
 from svdtune.errors import UserError
 from svdtune.pipelines import call_kwargs
 from svdtune.quant.quantize import denoiser_of
@@ -101,13 +102,7 @@ class TensorCache:
     meta: dict[str, object]            # how it was made
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.contiguous() for k, v in self.tensors.items()}, tmp,
-                  metadata={"plain": json.dumps(self.plain), "meta": json.dumps(self.meta)})
-        tmp.rename(path)
-        return path
+        return atomic_save_file(self.tensors, path, {"plain": json.dumps(self.plain), "meta": json.dumps(self.meta)})
 
     @classmethod
     def load(cls, path: str | Path):

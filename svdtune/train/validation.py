@@ -11,7 +11,7 @@ from svdtune.pipelines import with_denoiser
 from svdtune.quant.calibrate import caption_prompts
 from svdtune.quant.quantize import is_world_pipeline
 from svdtune.train.config import TrainConfig
-from svdtune.train.domain_data import load_subset
+from svdtune.train.domain_data import captions_of, load_subset
 
 N_DEFAULT = 8
 
@@ -21,8 +21,7 @@ def validation_prompts(cfg: TrainConfig, teacher) -> list[str]:
     if cfg.validation.prompts:
         return list(cfg.validation.prompts)
     if cfg.domain.data:
-        rows = load_subset(cfg.domain.data, "val")
-        captions = [lc or sc for lc, sc in zip(rows["long_caption"], rows["short_caption"])]
+        captions = captions_of(load_subset(cfg.domain.data, "val"))
         if captions:
             return captions[:N_DEFAULT]
     return caption_prompts(N_DEFAULT, "", is_world_pipeline(teacher), cfg.seed + 70_000, "validation.prompts")

@@ -19,6 +19,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from svdtune.config import atomic_save_file
 from svdtune.data import world
 from svdtune.eval import world_evaluator as ev
 from svdtune.train.checkpoint import load_training_state, save_training_state
@@ -139,10 +140,8 @@ def cache_latents(vae, n_scenes: int, seed: int, path: Path, batch_size: int = 2
                   for j in range(i, min(i + batch_size, n_scenes))]
         x = torch.from_numpy(world.render_batch(scenes)) * 2 - 1
         mean.append(vae.encode(x).latent_dist.mean.half())
-    cache = {"mean": torch.cat(mean).contiguous()}
-    tmp = path.with_suffix(".tmp")
-    save_file(cache, tmp)
-    tmp.rename(path)
+    cache = {"mean": torch.cat(mean)}
+    atomic_save_file(cache, path)
     return cache
 
 
