@@ -25,7 +25,7 @@ def tiny_family(tmp_path_factory):
     from svdtune.train.reference.recipe import FamilyConfig, train_family
 
     root = tmp_path_factory.mktemp("family")
-    tiny = ["n_scenes=8"] + [f"{s}.{k}={v}" for s in ("evaluator", "vae", "unet", "dit")
+    tiny = ["n_scenes=8"] + [f"{s}.{k}={v}" for s in ("evaluator", "vae", "unet", "unet_refine", "dit")
                              for k, v in (("steps", 2), ("batch_size", 2), ("warmup", 1), ("save_every", 1))]
     cfg = load_config(FamilyConfig, "configs/reference/family.yaml",
                       [f"output_dir={root / 'run'}", f"export_dir={root / 'export'}", *tiny])

@@ -1,4 +1,5 @@
-"""Train the reference family from scratch: evaluator, VAE, UNet + text encoder, DiT; export.
+"""Train the reference family from scratch: evaluator, VAE, UNet + text encoder, UNet refinement,
+DiT; export.
 
     svdtune train-reference --config configs/reference/family.yaml [key=value ...]
 
@@ -36,6 +37,9 @@ class FamilyConfig:
     evaluator: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1500, 64, 2e-3, 100))
     vae: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(800, 16, 5e-4, 50))
     unet: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1200, 64, 4e-4, 100))
+    # UNet alone, text encoder frozen, loss up-weighted on objects (stages.refine_unet)
+    unet_refine: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(0, 64, 2e-4, 50))
+    foreground_boost: float = 4.0
     dit: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1000, 64, 4e-4, 100))
 
 
@@ -79,6 +83,11 @@ def train_family(cfg: FamilyConfig) -> Path:
 
     _stage(out, "unet", {"unet": unet, "text_encoder": text_encoder}, train_unet)
     text_encoder.eval().requires_grad_(False)
+    if cfg.unet_refine.steps:
+        _stage(out, "unet_refine", {"unet": unet}, lambda: {"unet": S.refine_unet(
+            cfg.unet_refine, cfg.seed, ckpt / "unet_refine", unet, text_encoder, tokenizer, cache,
+            cfg.foreground_boost)})
+    unet.eval()
 
     dit = C.build_dit(C.latent_size(vae), text_encoder.config.hidden_size, text_encoder.config.projection_dim)
     _stage(out, "dit", {"dit": dit},

@@ -14,7 +14,7 @@ def test_family_recipe_trains_exports_and_skips_finished_stages(tiny_family):
     cfg, export = tiny_family
     run = Path(cfg.output_dir)
     timings = json.loads((run / "timings.json").read_text())
-    assert set(timings) == {"evaluator", "vae", "unet", "dit"}
+    assert set(timings) == {"evaluator", "vae", "unet", "unet_refine", "dit"}
     assert "steps: 2" in (run / "config.yaml").read_text()
 
     pipes = {}
