@@ -23,6 +23,7 @@ def _commands():
     from svdtune.data.build import DataBuildConfig, run_data_build
     from svdtune.data.pairs import DataPairsConfig, run_data_pairs
     from svdtune.generate import GenerateConfig, run_generate
+    from svdtune.kernels.export import ExportConfig, run_export
     from svdtune.quant.job import QuantizeJobConfig, run_quantize
     from svdtune.quickstart import QuickstartConfig, run_quickstart
     from svdtune.train.config import TrainConfig
@@ -35,6 +36,7 @@ def _commands():
         "quantize": (QuantizeJobConfig, run_quantize),
         "train": (TrainConfig, train_adapter),
         "train-reference": (FamilyConfig, train_family),
+        "export": (ExportConfig, run_export),
         "data build": (DataBuildConfig, run_data_build),
         "data pairs": (DataPairsConfig, run_data_pairs),
     }
@@ -46,6 +48,7 @@ HELP = {
     "quantize": "SVDQuant W4A4 (or a baseline) a pipeline's denoiser: calibrate, fit, save",
     "train": "train a LoRA domain adapter on the 4-bit backbone (distillation + domain loss, resumable)",
     "train-reference": "train the reference model family from scratch (resumable)",
+    "export": "export trained adapters: --run RUN[:STRENGTH] (repeatable) [format=svdq-merged|folded|lora|kohya]",
     "info": "versions, device and the installed reference models",
 }
 DATA_HELP = {
@@ -64,6 +67,15 @@ def _data_flags(args) -> list[str]:
             raise UserError(f"--sources: {bad[0]!r} is not name=path (for example coco=/data/coco,mjhq=/data/mjhq)")
         out.append("sources=" + json.dumps({name: path for name, _, path in pairs}))
     return out + ([f"output_dir={args.out}"] if args.out else [])
+
+
+def _flag_overrides(args) -> list[str]:
+    """Flags that are shorthands for overrides: --prompt (prompts=), --run (runs=), --model, --backend."""
+    out = []
+    for flag, key in (("prompt", "prompts"), ("run", "runs")):
+        if getattr(args, flag, None):
+            out.append(f"{key}={json.dumps(getattr(args, flag))}")
+    return out + [f"{key}={getattr(args, key)}" for key in ("model", "backend") if getattr(args, key, None)]
 
 
 def info() -> None:
@@ -111,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             _job_arguments(p)
         if name == "generate":
             p.add_argument("--prompt", action="append", help="prompt text (repeat for several)")
+            p.add_argument("--model", help="reference name, diffusers folder, quantized folder or svdq export")
+            p.add_argument("--backend", help="kernel for quantized models: auto, cpu, cpu-fast, cpu-exact, reference")
+        if name == "export":
+            p.add_argument("--run", action="append", help="training run folder, optionally :strength (repeatable)")
     data = sub.add_parser("data", help="domain subsets and rewrite pairs from caption datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="step")
     for name, text in DATA_HELP.items():
@@ -133,13 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.overrides)
         if args.command.startswith("data "):
             overrides = _data_flags(args) + overrides
+        overrides = _flag_overrides(args) + overrides
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise UserError(f"{bad[0]!r} is not a key=value override" +
                             ("; pass prompts with --prompt" if args.command == "generate" else ""))
         cfg = load_config(config_cls, args.config, overrides)
-        if getattr(args, "prompt", None):
-            cfg = load_config(config_cls, args.config, overrides + [f"prompts={json.dumps(args.prompt)}"])
         result = run(cfg)
         if result is not None:
             print(f"svdtune {args.command}: wrote {result}")

@@ -31,6 +31,7 @@ class GenerateConfig:
     batch_size: int = 16
     dtype: str = "float32"
     device: str = "cpu"
+    backend: str = "auto"  # kernel of a quantized model (svdtune.kernels.dispatch.BACKENDS)
     output_dir: str = "runs/generate"
 
     def validate(self):
@@ -42,6 +43,10 @@ class GenerateConfig:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if not self.prompts or not all(isinstance(p, str) and p.strip() for p in self.prompts):
             raise ValueError("prompts must be a non-empty list of non-empty strings")
+        from svdtune.kernels.dispatch import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
 
 
 def warn_unknown_words(prompts: list[str]) -> None:
@@ -83,12 +88,12 @@ def slug(text: str, n: int = 48) -> str:
 
 
 def run_generate(cfg: GenerateConfig) -> Path:
-    from svdtune.pipelines import is_world_model, load_pipeline
+    from svdtune.pipelines import is_world_model, load_any_pipeline
 
     out = Path(cfg.output_dir)
     if is_world_model(cfg.model):
         warn_unknown_words(cfg.prompts)
-    pipe = load_pipeline(cfg.model, cfg.dtype, cfg.device)
+    pipe = load_any_pipeline(cfg.model, cfg.dtype, cfg.device, cfg.backend)
     save_config(cfg, out)
     images, seconds = generate_images(pipe, cfg.prompts, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size)
     records = []

@@ -104,3 +104,33 @@ def with_denoiser(pipe, model: torch.nn.Module):
         yield pipe
     finally:
         setattr(pipe, attr, original)
+
+
+def load_any_pipeline(name_or_path: str, dtype: str = "float32", device: str = "cpu", backend: str = "auto"):
+    """A pipeline from a reference name or diffusers folder, a `svdtune quantize` folder or an svdq
+    artifact (`svdtune export`); quantized denoisers run on `backend` (svdtune.kernels.dispatch)."""
+    from svdtune.kernels.artifact import MANIFEST as SVDQ_MANIFEST
+    from svdtune.quant import set_backend
+    from svdtune.quant.serialize import MANIFEST as QUANT_MANIFEST
+
+    folder = Path(name_or_path).expanduser()
+    for manifest_name in (SVDQ_MANIFEST, QUANT_MANIFEST):
+        if (folder / manifest_name).is_file():
+            break
+    else:
+        return load_pipeline(name_or_path, dtype, device)
+    source = json.loads((folder / manifest_name).read_text()).get("source")
+    if not source:
+        raise UserError(f"{folder / manifest_name}: no 'source' pipeline recorded; cannot build a pipeline around it")
+    pipe = load_pipeline(source, dtype, device)
+    attr = denoiser_attr(pipe)
+    if manifest_name == SVDQ_MANIFEST:
+        from svdtune.kernels.artifact import load_svdq
+
+        model = load_svdq(folder, getattr(pipe, attr), DTYPES[dtype])
+    else:
+        from svdtune.quant.serialize import load_quantized
+
+        model = load_quantized(folder, getattr(pipe, attr))
+    setattr(pipe, attr, set_backend(model, backend))
+    return pipe

@@ -54,3 +54,18 @@ def measure(device: str | torch.device = "cpu", interval: float = 0.002):
             sampler.join()
             cost.peak_bytes = max(cost.peak_bytes, psutil.Process().memory_info().rss)
         cost.seconds = time.perf_counter() - start
+
+
+def interleaved_best(fns: dict, rounds: int = 5, warmup: int = 2) -> dict[str, float]:
+    """Best wall time (seconds) of each zero-argument callable, run in turn round after round so
+    that every method sees the same machine load (timings on shared machines drift)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best

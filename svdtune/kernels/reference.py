@@ -5,7 +5,7 @@ convolutions) in channel groups, each group's integer dot products are summed ex
 by the activation and weight group scales:
 
     y[m, n] = sum_g sa[m, g] sw[n, g] sum_{k in g} qa[m, k] qw[n, k]  -  shift correction
-              + (x' down^T) up^T + b
+              + (x down^T) up^T + b
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def svdquant_forward(layer, x: torch.Tensor) -> torch.Tensor:
         y = y.reshape(*x.shape[:-1], -1)
         if s.act_shift:
             y = y - shift.double() @ w_dq.T
-    y = y.to(x.dtype) + layer.branch(xs.to(x.dtype))
+    y = y.to(x.dtype) + layer.branch(x)
     if layer.bias is not None:
         y = y + (layer.bias.view(-1, 1, 1) if conv else layer.bias)
     return y

@@ -22,7 +22,7 @@ from svdtune.eval.cost import measure
 from svdtune.quant.config import QuantConfig
 from svdtune.quant.linear import SVDQuantLinear
 from svdtune.quant.quantize import plan, quantize, size_summary
-from svdtune.quant.serialize import load_quantized, save_quantized
+from svdtune.quant.serialize import save_quantized
 
 log = logging.getLogger("svdtune")
 
@@ -96,15 +96,3 @@ def run_quantize(cfg: QuantizeJobConfig) -> Path:
     log.info("quantized %d layers of %s in %.1f s (peak %.0f MiB); quantized layers %.2fx their 16-bit size; "
                 "saved to %s", len(report.layers), cfg.model, cost.seconds, cost.peak_mib, s["layers_ratio"], out)
     return out
-
-
-def load_quantized_pipeline(directory: str | Path, dtype: str = "float32", device: str = "cpu"):
-    """The source pipeline of a `svdtune quantize` folder with its denoiser replaced by the
-    quantized one (no recalibration)."""
-    from svdtune.pipelines import denoiser_attr, load_pipeline
-
-    manifest = json.loads((Path(directory) / "quant_manifest.json").read_text())
-    pipe = load_pipeline(manifest["source"], dtype, device)
-    attr = denoiser_attr(pipe)
-    setattr(pipe, attr, load_quantized(directory, getattr(pipe, attr)))
-    return pipe

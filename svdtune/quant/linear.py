@@ -1,13 +1,15 @@
 """`SVDQuantLinear`: one W4A4 layer with a 16-bit low-rank branch, replacing nn.Linear or nn.Conv2d.
 
-    y = Q(x / lambda) Q(R)^T + (x / lambda) down^T up^T + b
+    y = Q(x / lambda) Q(R)^T + x down^T up^T + b,    down = L1 / lambda
 
-It holds the smoothing factors (C,), the packed residual codes and scales, and the branch, and runs
-two ways (`backend`):
-    "fake"       dequantized weights and fake-quantized activations with straight-through
-                 rounding: differentiable w.r.t. the input (and LoRA on top), the training path;
-    "reference"  integer codes and per-group scales through `svdtune.kernels` (pure torch until a
-                 fast kernel is dispatched there).
+The branch is stored acting on the unsmoothed input (the fitted L1 of the smoothed weight divided
+by lambda per input feature), as the fused kernels and LoRA (A reads x) take it: merging an adapter
+is then a plain concatenation and the export stores `down` as it is.
+
+It holds the smoothing factors (C,), the packed residual codes and scales, and the branch. Its
+`backend` picks how it runs: "fake" (dequantized weights and fake-quantized activations with
+straight-through rounding, differentiable w.r.t. the input and LoRA on top: the training path) or
+one of the inference kernels of `svdtune.kernels.dispatch` (reference, cpu, ...).
 A convolution is the GEMM of its implicit im2col with K ordered (kernel position, channel), so
 activation groups are channel groups of one pixel and the residual stays a plain (N, K) matrix.
 """
@@ -24,7 +26,6 @@ from svdtune.kernels.packing import pack_nibbles, unpack_nibbles
 from svdtune.quant import formats as F
 from svdtune.quant.svdquant import LayerQuant, fake_act
 
-BACKENDS = ("fake", "reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,7 @@ class SVDQuantLinear(nn.Module):
         self.register_buffer("qweight", torch.zeros(n, k if spec.weights == "int8" else k // 2,
                                                     dtype=torch.int8 if spec.weights == "int8" else torch.uint8,
                                                     device=device))
-        scale_dtype = torch.float8_e4m3fn if spec.weights == "nvfp4" else torch.float16
+        scale_dtype = torch.float8_e4m3fn if spec.weights == "nvfp4" else F.SCALE_DTYPE
         self.register_buffer("wscales", torch.zeros(n, k // g, dtype=scale_dtype, device=device))
         self.register_buffer("wtensor_scale", torch.ones((), device=device) if spec.weights == "nvfp4" else None)
         self.register_buffer("down", torch.zeros(spec.rank, k, **kw))
@@ -112,7 +113,7 @@ class SVDQuantLinear(nn.Module):
             if fit.residual.tensor_scale is not None:
                 layer.wtensor_scale.copy_(fit.residual.tensor_scale)
             if spec.rank:
-                layer.down.copy_(fit.down)
+                layer.down.copy_(fit.down / fit.smooth.repeat(spec.positions) if fit.smooth is not None else fit.down)
                 layer.up.copy_(fit.up)
             if module.bias is not None:
                 layer.bias.copy_(module.bias)
@@ -138,36 +139,41 @@ class SVDQuantLinear(nn.Module):
 
     # --- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend == "reference":
-            from svdtune.kernels import reference  # kernels read quant formats; import at use
+        if self.backend == "fake":
+            return self.fake_forward(x)
+        from svdtune.kernels.dispatch import kernel_forward  # kernels read quant formats; import at use
 
-            return reference.svdquant_forward(self, x)
-        return self.fake_forward(x)
+        return kernel_forward(self, x)
 
-    def fake_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def fake_forward(self, x: torch.Tensor, residual: torch.Tensor | None = None, act=fake_act) -> torch.Tensor:
+        """`residual`: the dequantized residual when the caller keeps one (the exact CPU kernel);
+        `act`: the activation fake-quantizer (a compiled one there)."""
         s = self.spec
         if s.kernel_size is None:
             xs = x / self.smooth
-            xq = fake_act(xs, s.activations, s.group_size, self._shift())
+            xq = act(xs, s.activations, s.group_size, self._shift())
         else:
             xs = x / self.smooth.view(1, -1, 1, 1)
-            xq = fake_act(xs.movedim(1, -1), s.activations, s.group_size, self._shift()).movedim(-1, 1)
-        y = ResidualGEMM.apply(xq, self) if xq.requires_grad else self.residual_gemm(xq, self.residual_weight(x.dtype))
+            xq = act(xs.movedim(1, -1), s.activations, s.group_size, self._shift()).movedim(-1, 1)
+        if xq.requires_grad:
+            y = ResidualGEMM.apply(xq, self)
+        else:
+            y = self.residual_gemm(xq, self.residual_weight(x.dtype) if residual is None else residual.to(x.dtype))
         if self.bias is not None:
             y = y + (self.bias if s.kernel_size is None else self.bias.view(-1, 1, 1))
-        return y + self.branch(xs)
+        return y + self.branch(x)
 
     def residual_gemm(self, xq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """xq @ w^T (linear) or the convolution with w's kernel view, no bias."""
         return Fn.linear(xq, w) if self.spec.kernel_size is None else self._conv(xq, self.as_conv_weight(w))
 
-    def branch(self, xs: torch.Tensor) -> torch.Tensor | float:
-        """The 16-bit low-rank path on smoothed inputs."""
+    def branch(self, x: torch.Tensor) -> torch.Tensor | float:
+        """The 16-bit low-rank path (on the unsmoothed input)."""
         if not self.spec.rank:
             return 0.0
         if self.spec.kernel_size is None:
-            return Fn.linear(Fn.linear(xs, self.down), self.up)
-        return Fn.conv2d(self._conv(xs, self.as_conv_weight(self.down)), self.up[:, :, None, None])
+            return Fn.linear(Fn.linear(x, self.down), self.up)
+        return Fn.conv2d(self._conv(x, self.as_conv_weight(self.down)), self.up[:, :, None, None])
 
     def _conv(self, x, weight, bias=None):
         s = self.spec
@@ -210,6 +216,8 @@ class ResidualGEMM(torch.autograd.Function):
 
 
 def set_backend(model: nn.Module, backend: str) -> nn.Module:
+    from svdtune.kernels.dispatch import BACKENDS
+
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     for m in model.modules():

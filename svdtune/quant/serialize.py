@@ -22,6 +22,8 @@ from svdtune.quant.quantize import QuantReport
 MANIFEST = "quant_manifest.json"
 WEIGHTS = "model.safetensors"
 FORMAT = "svdtune-quant"
+# 2: the branch's down-projection acts on the unsmoothed input (version 1 stored it smoothed)
+FORMAT_VERSION = 2
 
 
 def save_quantized(model: nn.Module, directory: str | Path, source: str | None = None) -> Path:
@@ -32,7 +34,7 @@ def save_quantized(model: nn.Module, directory: str | Path, source: str | None =
     directory.mkdir(parents=True, exist_ok=True)
     layers = {n: dataclasses.asdict(m.spec) for n, m in model.named_modules() if isinstance(m, SVDQuantLinear)}
     manifest = {
-        "format": FORMAT, "version": report.config.version,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "version": report.config.version,
         "model_class": type(model).__name__, "model_config": dict(getattr(model, "config", {})),
         "source": source, "config": dataclasses.asdict(report.config), "layers": layers,
         "skipped": report.skipped, "output_error": report.layers, "seconds": report.seconds,
@@ -61,23 +63,49 @@ def load_quantized(directory: str | Path, model: nn.Module | None = None) -> nn.
     """Load a `save_quantized` folder into `model` (a fresh 16-bit denoiser of the same
     architecture) or, without one, into a model built from the manifest's class and config."""
     directory = Path(directory)
+    manifest = read_manifest(directory / MANIFEST, FORMAT, "a quantized checkpoint", FORMAT_VERSION)
     path = directory / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{str(directory)!r} is not a quantized checkpoint (no {MANIFEST} in it)")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
     config = QuantConfig.from_json(json.dumps(manifest["config"]), str(path))
-    if model is None:
-        import diffusers
+    model = model if model is not None else build_model(manifest, path)
+    install_shells(model, manifest, path)
+    load_state(model, load_file(directory / WEIGHTS, device=str(next(model.parameters()).device)), directory / WEIGHTS)
+    model.svdtune_quant = QuantReport(config.resolved(), manifest.get("output_error", {}),
+                                      manifest.get("skipped", {}), manifest.get("seconds", {}))
+    return model.eval()
 
-        cls = getattr(diffusers, manifest["model_class"], None)
-        if cls is None:
-            raise UserError(f"{path}: model_class {manifest['model_class']!r} is not a diffusers model class")
-        model = cls.from_config(manifest["model_config"])
+
+def read_manifest(path: Path, fmt: str, what: str, version: int | None = None) -> dict:
+    """The JSON manifest at `path`, checked to be of format `fmt` (and `version`, when given)."""
+    if not path.is_file():
+        raise UserError(f"{str(path.parent)!r} is not {what} (no {path.name} in it)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if manifest.get("format") != fmt:
+        raise UserError(f"{path}: format is {manifest.get('format')!r}, expected {fmt!r}")
+    if version is not None and manifest.get("format_version") != version:
+        raise UserError(f"{path}: format_version is {manifest.get('format_version')!r}; this svdtune reads "
+                        f"version {version}")
+    return manifest
+
+
+def build_model(manifest: dict, path: Path) -> nn.Module:
+    """A fresh diffusers model of the manifest's class and config."""
+    import diffusers
+
+    cls = getattr(diffusers, manifest["model_class"], None)
+    if cls is None:
+        raise UserError(f"{path}: model_class {manifest['model_class']!r} is not a diffusers model class")
+    return cls.from_config(manifest["model_config"])
+
+
+def install_shells(model: nn.Module, manifest: dict, path: Path) -> dict[str, LayerSpec]:
+    """Replace each layer the manifest lists with an empty `SVDQuantLinear` of its spec."""
     dtype = next(model.parameters()).dtype
+    specs = {}
     for name, raw in manifest["layers"].items():
-        spec = LayerSpec.from_dict(raw)
+        spec = specs[name] = LayerSpec.from_dict(raw)
         try:
             current = model.get_submodule(name)
         except AttributeError:
@@ -86,14 +114,15 @@ def load_quantized(directory: str | Path, model: nn.Module | None = None) -> nn.
             want = f"{'Conv2d' if spec.kernel_size else 'Linear'}({spec.in_channels} -> {spec.out_channels})"
             raise UserError(f"{path}: layer {name!r} is {_describe(current)} in the model but {want} in the checkpoint")
         model.set_submodule(name, SVDQuantLinear(spec, dtype=dtype, device=current.weight.device))
-    state = load_file(directory / WEIGHTS, device=str(next(model.parameters()).device))
+    return specs
+
+
+def load_state(model: nn.Module, state: dict, path: Path) -> None:
+    """`load_state_dict(strict)` whose errors name the file and the first offending tensor."""
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # a shape mismatch: name the first tensor
-        raise UserError(f"{directory / WEIGHTS}: {str(e).splitlines()[1].strip()}") from None
+        raise UserError(f"{path}: {str(e).splitlines()[1].strip()}") from None
     if missing or unexpected:
         key = (missing or unexpected)[0]
-        raise UserError(f"{directory / WEIGHTS}: tensor {key!r} is {'missing' if missing else 'not in the model'}")
-    model.svdtune_quant = QuantReport(config.resolved(), manifest.get("output_error", {}),
-                                      manifest.get("skipped", {}), manifest.get("seconds", {}))
-    return model.eval()
+        raise UserError(f"{path}: tensor {key!r} is {'missing' if missing else 'not in the model'}")

@@ -59,7 +59,7 @@ def init_adapter(model: nn.Module, reference: nn.Module | None, adapter: str = "
 def init_layer(layer: SVDQuantLoraLayer, w: torch.Tensor, adapter: str, method: str, iters: int = 3) -> float:
     base: SVDQuantLinear = layer.get_base_layer()
     lam = base.smooth.float().repeat(base.spec.positions)
-    target = w.float() * lam - (base.up.float() @ base.down.float() if base.spec.rank else 0)
+    target = w.float() * lam - (base.up.float() @ (base.down.float() * lam) if base.spec.rank else 0)
     scale = target.norm().clamp_min(1e-12)
     error = target - base.residual_weight(torch.float32)
     if method == "zero":

@@ -90,10 +90,9 @@ class SVDQuantLoraLayer(nn.Module, LoraLayer):
         return self.lora_B[adapter].weight @ self.lora_A[adapter].weight * self.scaling[adapter]
 
     def branch_factors(self, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The adapter as extra rows of the branch: (down (r', K) on smoothed inputs, up (N, r'))."""
+        """The adapter as extra rows of the branch: (down (r', K), up (N, r')); both read x."""
         base: SVDQuantLinear = self.get_base_layer()
-        lam = base.smooth.float().repeat(base.spec.positions)
-        down = self.lora_A[adapter].weight.float() * lam
+        down = self.lora_A[adapter].weight.float()
         up = self.lora_B[adapter].weight.float() * self.scaling[adapter]
         return down.to(base.down.dtype), up.to(base.up.dtype)
 
@@ -185,7 +184,9 @@ def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "d
         if not (directory / name).is_file():
             raise UserError(f"{str(directory)!r} is not an adapter folder (no {name} in it)")
     config = register(LoraConfig.from_pretrained(str(directory)))
-    missing = [n for n in config.target_modules if not isinstance(_get(model, n), (SVDQuantLinear, SVDQuantLoraLayer))]
+    # peft may store the targets as shortest unique name suffixes ("net.2"): match them as such
+    quantized = [n for n, m in model.named_modules() if isinstance(m, (SVDQuantLinear, SVDQuantLoraLayer))]
+    missing = [t for t in config.target_modules if not any(n == t or n.endswith("." + t) for n in quantized)]
     if missing:
         raise UserError(f"{directory / ADAPTER_CONFIG}: target {sorted(missing)[0]!r} is not a quantized layer "
                         "of this model (was the adapter trained on another model or quantization?)")
@@ -195,10 +196,3 @@ def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "d
     if unexpected:
         raise UserError(f"{directory / ADAPTER_WEIGHTS}: tensor {unexpected[0]!r} does not fit this model")
     return model
-
-
-def _get(model: nn.Module, name: str) -> nn.Module | None:
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        return None

@@ -68,3 +68,26 @@ def trainable_parameters(student: nn.Module) -> list[nn.Parameter]:
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def load_trained(run_dir: str | Path, adapter_name: str | None = None) -> tuple[nn.Module, TrainConfig]:
+    """The trained student of a finished `svdtune train` run: its quantized backbone (with any
+    codes the init re-quantized) and its final adapter, attached as `adapter_name` (default: the
+    run's own name)."""
+    from svdtune.config import load_config
+    from svdtune.errors import UserError
+    from svdtune.train.lora import load_adapter
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{str(run)!r} is not a training run (no config.yaml in it)")
+    cfg = load_config(TrainConfig, run / "config.yaml")
+    if not (run / "adapter").is_dir():
+        raise UserError(f"{run}: the run has not finished (no adapter/ in it); resume it with `svdtune train`")
+    model = load_quantized(Path(cfg.quantized) if cfg.quantized else run / "backbone")
+    load_adapter(model, run / "adapter", adapter_name or cfg.adapter_name)
+    initial = run / "student-init.safetensors"
+    if initial.is_file():  # loftq-requant re-quantized the residual: those codes belong to the adapter
+        codes = {k: v for k, v in load_file(initial).items() if "lora_" not in k}
+        model.load_state_dict(codes, strict=False)
+    return model.eval(), cfg

@@ -9,7 +9,7 @@ def test_int4_codes_and_scales():
     x = torch.tensor([[0.0, 7.0, -3.5, 1.0]])
     q = F.quantize(x, "int4", 4)
     assert q.codes.tolist() == [[0, 7, -4, 1]] or q.codes.tolist() == [[0, 7, -3, 1]]  # -3.5 rounds to even
-    assert q.scales.dtype == torch.float16 and q.scales.item() == 1.0
+    assert q.scales.dtype == torch.bfloat16 and q.scales.item() == 1.0
     assert torch.allclose(F.dequantize(q), q.codes.float())
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from svdtune.cli import main
 from svdtune.generate import generate_images
-from svdtune.quant.job import load_quantized_pipeline
+from svdtune.pipelines import load_any_pipeline
 from svdtune.quant.linear import SVDQuantLinear
 
 
@@ -24,7 +24,7 @@ def test_quantize_command_then_generate(tiny_family, tmp_path, model):
     assert summary["layers"] > 0 and summary["size"]["layers_ratio"] < 1
     assert "calibrate" in summary["seconds"] and (out / "config.yaml").is_file()
 
-    pipe = load_quantized_pipeline(out)
+    pipe = load_any_pipeline(str(out))  # the source pipeline around the saved denoiser, CPU kernels
     denoiser = pipe.transformer if model == "ref-dit" else pipe.unet
     assert sum(isinstance(m, SVDQuantLinear) for m in denoiser.modules()) == summary["layers"]
     a, _ = generate_images(pipe, ["a red circle"], steps=2, guidance_scale=4.0, seed=3)

@@ -62,7 +62,7 @@ def test_input_gradient_equals_autograd_through_dequantized_weight(kind):
     (layer(x1) * upstream).sum().backward()
     x2 = x.clone().requires_grad_(True)
     xs = x2 / (layer.smooth if kind == "linear" else layer.smooth.view(1, -1, 1, 1))
-    y = layer.residual_gemm(xs, layer.residual_weight()) + layer.branch(xs)  # straight-through: Q is identity
+    y = layer.residual_gemm(xs, layer.residual_weight()) + layer.branch(x2)  # straight-through: Q is identity
     (y * upstream).sum().backward()
     assert relative_error(x2.grad, x1.grad) < 1e-5
     assert not any(p.requires_grad for p in layer.parameters())
@@ -72,10 +72,10 @@ def test_dtype_cast_keeps_codes_and_scales_exact():
     torch.manual_seed(0)
     layer, _ = quantized(nn.Linear(64, 32), torch.randn(16, 64), dict(rank=4), False)
     before = {k: v.clone() for k, v in layer.state_dict().items()}
-    layer.to(torch.bfloat16)
-    assert layer.wscales.dtype == torch.float16 and layer.qweight.dtype == torch.uint8
+    layer.to(torch.float16)
+    assert layer.wscales.dtype == torch.bfloat16 and layer.qweight.dtype == torch.uint8
     assert torch.equal(layer.wscales, before["wscales"]) and torch.equal(layer.qweight, before["qweight"])
-    assert layer.down.dtype == torch.bfloat16  # the 16-bit branch follows the model
+    assert layer.down.dtype == torch.float16  # the 16-bit branch follows the model
 
 
 def test_low_rank_branch_beats_smoothing_alone_on_outliers():

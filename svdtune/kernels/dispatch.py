@@ -1,0 +1,70 @@
+"""Which kernel runs an `SVDQuantLinear` (its `backend` attribute) and the per-layer state it needs.
+
+    fake       dequantized weights, fake-quantized activations: differentiable, the training path
+    reference  integer codes through the pure-torch reference (svdtune.kernels.reference)
+    cpu-exact  per-group W4A4, exact up to fp32 summation order (svdtune.kernels.cpu.exact)
+    cpu-fast   int8 VNNI GEMM with int8 activations (svdtune.kernels.cpu.w8a8)
+    cpu        the CPU default: cpu-fast (its images stay >= 30 dB PSNR from cpu-exact on the
+               reference models, benchmarks/kernels_cpu.py)
+    auto       by the input's device: the CPU default on CPU, else the reference
+
+A kernel's prepared state (unpacked int8 weight, dequantized residual, ...) is built on first use
+and rebuilt whenever one of the layer's tensors was modified in place or replaced (a loaded
+checkpoint, a merged adapter), so it can never go stale.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+BACKENDS = ("fake", "reference", "cpu-exact", "cpu-fast", "cpu", "auto")
+CPU_DEFAULT = "cpu-fast"
+_warned: set[str] = set()
+
+
+def resolve(backend: str, device: torch.device) -> str:
+    if backend == "cpu":
+        backend = CPU_DEFAULT
+    elif backend == "auto":
+        backend = CPU_DEFAULT if device.type == "cpu" else "reference"
+    if backend.startswith("cpu-") and device.type != "cpu":
+        _warn_once(f"backend {backend!r} runs on CPU tensors only; {device.type} inputs use the reference kernel")
+        return "reference"
+    return backend
+
+
+def kernel_forward(layer, x: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        raise RuntimeError(f"SVDQuantLinear backend {layer.backend!r} is inference-only; train with backend 'fake'")
+    backend = resolve(layer.backend, x.device)
+    if backend == "reference":
+        from svdtune.kernels import reference
+
+        return reference.svdquant_forward(layer, x)
+    from svdtune.kernels.cpu import exact, w8a8
+
+    if backend == "cpu-fast" and layer.spec.kernel_size is None:
+        return w8a8.forward(_plan(layer, backend, w8a8.prepare), x)
+    return exact.forward(layer, _plan(layer, "cpu-exact", exact.prepare), x)
+
+
+def _plan(layer, key: str, prepare):
+    fingerprint = (key, *((t.data_ptr(), t._version) for t in _tensors(layer)))
+    cached = getattr(layer, "_kernel_plan", None)
+    if cached is None or cached[0] != fingerprint:
+        cached = (fingerprint, prepare(layer))
+        layer._kernel_plan = cached
+    return cached[1]
+
+
+def _tensors(layer):
+    return [t for t in (layer.smooth, layer.qweight, layer.wscales, layer.wtensor_scale, layer.down, layer.up,
+                        layer.bias) if t is not None]
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=3)

@@ -1,0 +1,77 @@
+"""The svdq layout: how one `SVDQuantLinear` is laid out for the fused kernels (FORMAT.md).
+
+`pack_layer` turns a layer into its padded kernel tensors, `unpack_layer` turns them back into the
+layer's own buffers: exactly, when the artifact's dtype is the layer's (otherwise the branch,
+smoothing and bias are rounded to it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from svdtune.kernels.packing import pack_nibbles
+from svdtune.quant import formats as F
+
+TILE = 64           # K and N are padded to multiples of this (and K to whole groups)
+RANK_MULTIPLE = 16  # the low-rank dimension is padded to a multiple of this
+KEYS = ("qweight", "wscales", "wtensor_scale", "smooth", "proj_down", "proj_up", "bias")
+
+
+def padded_sizes(spec) -> dict[str, int]:
+    group = F.group_of(spec.in_channels, spec.group_size)
+    k_pad = _round_up(spec.in_features, math.lcm(TILE, group))
+    return {"k": k_pad, "n": _round_up(spec.out_channels, TILE), "rank": _round_up(spec.rank, RANK_MULTIPLE),
+            "group": group}
+
+
+def pack_layer(layer, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """Kernel tensors of one layer (see FORMAT.md for shapes, padding and nibble order)."""
+    s, p = layer.spec, padded_sizes(layer.spec)
+    codes = _pad(layer.residual().codes, (p["n"], p["k"]), 0)
+    out = {
+        "qweight": codes.to(torch.int8) if s.weights == "int8" else pack_nibbles(codes),
+        "wscales": _pad(layer.wscales, (p["n"], p["k"] // p["group"]), 0),
+        "smooth": _pad(layer.smooth.to(dtype), (p["k"],), 1) if s.kernel_size is None else layer.smooth.to(dtype),
+        "proj_down": _pad(layer.down.T.to(dtype), (p["k"], p["rank"]), 0),
+        "proj_up": _pad(layer.up.T.to(dtype), (p["rank"], p["n"]), 0),
+    }
+    if layer.wtensor_scale is not None:
+        out["wtensor_scale"] = layer.wtensor_scale.float().reshape(())
+    if layer.bias is not None:
+        out["bias"] = _pad(layer.bias.to(dtype), (p["n"],), 0)
+    return out
+
+
+def unpack_layer(tensors: dict[str, torch.Tensor], spec, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The layer's buffers (`SVDQuantLinear.state_dict()` names) from its kernel tensors."""
+    k, n, r, c = spec.in_features, spec.out_channels, spec.rank, spec.in_channels
+    group = padded_sizes(spec)["group"]
+    qweight = tensors["qweight"][:n, :k if spec.weights == "int8" else k // 2]
+    out = {
+        "qweight": qweight.contiguous(),
+        "wscales": tensors["wscales"][:n, :k // group].contiguous(),
+        "smooth": tensors["smooth"][:c].to(dtype),
+        "down": tensors["proj_down"][:k, :r].T.to(dtype).contiguous(),
+        "up": tensors["proj_up"][:r, :n].T.to(dtype).contiguous(),
+    }
+    if "wtensor_scale" in tensors:
+        out["wtensor_scale"] = tensors["wtensor_scale"]
+    if spec.bias:
+        out["bias"] = tensors["bias"][:n].to(dtype)
+    return out
+
+
+def _pad(t: torch.Tensor, shape: tuple[int, ...], value) -> torch.Tensor:
+    if tuple(t.shape) == shape:
+        return t.contiguous()
+    out = t.new_zeros(shape)  # (new_full has no float8 kernel)
+    if value:
+        out.fill_(value)
+    out[tuple(slice(0, d) for d in t.shape)] = t
+    return out
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return -(-x // multiple) * multiple

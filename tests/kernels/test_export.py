@@ -1,0 +1,107 @@
+"""`svdtune export` on a real (tiny) training run: svdq-merged is the trained model, folded is
+close to it, the standard LoRA loads into the 16-bit pipeline with diffusers and does what the
+adapter does there."""
+
+import json
+
+import pytest
+import torch
+
+from svdtune.cli import main
+from svdtune.config import load_config
+from svdtune.kernels.artifact import load_svdq
+from svdtune.kernels.export import LORA_WEIGHTS, ExportConfig, run_export
+from svdtune.pipelines import load_pipeline
+from svdtune.quant.linear import SVDQuantLinear, set_backend
+from svdtune.quant.metrics import relative_error
+from svdtune.train.recipe import train_adapter
+from svdtune.train.student import load_trained
+from tests.train.test_recipe import config
+
+
+@pytest.fixture(scope="module")
+def run(tiny_family, tmp_path_factory):
+    from svdtune.data.build import DataBuildConfig, run_data_build
+
+    root = tmp_path_factory.mktemp("export")
+    run_data_build(DataBuildConfig(domain="pastel", sources={"world": "12"}, embeddings=False,
+                                   output_dir=str(root / "pastel")))
+    return train_adapter(config(tiny_family, root / "pastel", root / "run", "validation.at_start=false"))
+
+
+def denoiser_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(sample=torch.randn(2, 4, 24, 24, generator=g), timestep=torch.tensor([700, 300]),
+                encoder_hidden_states=torch.randn(2, 48, 128, generator=g))
+
+
+def forward(model):
+    with torch.no_grad():
+        return model(**denoiser_inputs()).sample
+
+
+def export(run, tmp_path, fmt, *extra):
+    return run_export(load_config(ExportConfig, None, [f"runs={json.dumps([str(run)])}", f"format={fmt}",
+                                                       f"output_dir={tmp_path / fmt}", *extra]))
+
+
+def test_svdq_merged_is_the_trained_model_and_folded_is_close(run, tmp_path):
+    trained, _ = load_trained(run)
+    expected = forward(trained)
+    merged = load_svdq(export(run, tmp_path, "svdq-merged"))  # dtype auto: fp32, the model's
+    assert not any("lora" in n for n, _ in merged.named_modules())
+    ranks = {m.spec.rank for m in merged.modules() if isinstance(m, SVDQuantLinear)}
+    assert ranks == {4 + 2}  # quant.rank + lora.rank, concatenated
+    merged_error = relative_error(expected, forward(merged))
+    folded_error = relative_error(expected, forward(load_svdq(export(run, tmp_path, "folded"))))
+    print(f"relative error vs the trained model: svdq-merged {merged_error:.2e}, folded {folded_error:.2e}")
+    assert merged_error < 1e-3
+    assert merged_error < folded_error < 0.2
+    # the kernels run the artifact: the CPU exact path is the reference up to fp32 rounding
+    exact = forward(set_backend(load_svdq(tmp_path / "svdq-merged"), "cpu-exact"))
+    assert relative_error(forward(set_backend(load_svdq(tmp_path / "svdq-merged"), "reference")), exact) < 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["lora", "kohya"])
+def test_standard_lora_loads_into_the_16_bit_pipeline(run, tiny_family, tmp_path, fmt):
+    """diffusers' load_lora_weights takes the export, and the 16-bit UNet then computes
+    W x + B A x on every adapted layer (checked against hooks that add B A x by hand)."""
+    out = export(run, tmp_path, fmt, "dtype=float16")
+    pipe = load_pipeline(str(tiny_family[1] / "ref-unet"))
+    base = forward(pipe.unet)
+
+    trained, _ = load_trained(run)
+    from svdtune.train.lora import lora_layers
+
+    hooks = []
+    for name, layer in lora_layers(trained).items():
+        a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight * layer.scaling["default"]
+        a, b = a.half().float(), b.half().float()  # as exported
+        module = pipe.unet.get_submodule(name)
+        hooks.append(module.register_forward_hook(lambda m, args, y, a=a, b=b: y + args[0] @ a.T @ b.T))
+    by_hand = forward(pipe.unet)
+    for h in hooks:
+        h.remove()
+
+    pipe.load_lora_weights(str(out), weight_name=LORA_WEIGHTS)
+    with_lora = forward(pipe.unet)
+    assert relative_error(base, with_lora) > 1e-3  # it changed the output
+    assert relative_error(by_hand, with_lora) < 1e-4
+
+
+def test_generate_runs_an_export_on_the_cpu_kernels(run, tmp_path):
+    out = export(run, tmp_path, "svdq-merged")
+    manifest = json.loads((out / "svdq_manifest.json").read_text())
+    assert manifest["adapters"] == [{"run": str(run), "strength": 1.0}] and manifest["source"]
+    assert main(["generate", "--model", str(out), "--backend", "cpu", "--prompt", "a red circle",
+                 "steps=2", f"output_dir={tmp_path / 'images'}"]) == 0
+    assert len(list((tmp_path / "images").glob("*.png"))) == 1
+
+
+def test_export_errors_are_named(run, tmp_path, capsys):
+    assert main(["export", "--run", str(tmp_path / "nowhere"), f"output_dir={tmp_path / 'x'}"]) == 2
+    assert "is not a training run (no config.yaml" in capsys.readouterr().err
+    assert main(["export", "--run", f"{run}:strong"]) == 2
+    assert "the strength after ':' must be a number" in capsys.readouterr().err
+    assert main(["export", "--run", str(run), "format=onnx"]) == 2
+    assert "format 'onnx' is not one of svdq-merged" in capsys.readouterr().err
