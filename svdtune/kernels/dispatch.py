@@ -6,7 +6,9 @@
     cpu-fast   int8 VNNI GEMM with int8 activations (svdtune.kernels.cpu.w8a8)
     cpu        the CPU default: cpu-fast (its images stay >= 30 dB PSNR from cpu-exact on the
                reference models, benchmarks/kernels_cpu.py)
-    auto       by the input's device: the CPU default on CPU, else the reference
+    triton     the fused Triton kernels (svdtune.kernels.triton): CUDA tensors, or CPU tensors
+               under TRITON_INTERPRET=1; INT4 linear layers (others run the exact path)
+    auto       by the input's device: triton on CUDA, the CPU default on CPU, else the reference
 
 A kernel's prepared state (unpacked int8 weight, dequantized residual, ...) is built on first use
 and rebuilt whenever one of the layer's tensors was modified in place or replaced (a loaded
@@ -15,11 +17,12 @@ checkpoint, a merged adapter), so it can never go stale.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
 
-BACKENDS = ("fake", "reference", "cpu-exact", "cpu-fast", "cpu", "auto")
+BACKENDS = ("fake", "reference", "cpu-exact", "cpu-fast", "cpu", "triton", "auto")
 CPU_DEFAULT = "cpu-fast"
 _warned: set[str] = set()
 
@@ -28,9 +31,13 @@ def resolve(backend: str, device: torch.device) -> str:
     if backend == "cpu":
         backend = CPU_DEFAULT
     elif backend == "auto":
-        backend = CPU_DEFAULT if device.type == "cpu" else "reference"
+        backend = CPU_DEFAULT if device.type == "cpu" else "triton" if device.type == "cuda" else "reference"
     if backend.startswith("cpu-") and device.type != "cpu":
         _warn_once(f"backend {backend!r} runs on CPU tensors only; {device.type} inputs use the reference kernel")
+        return "reference"
+    if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        _warn_once(f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1); {device.type} inputs use the "
+                   "reference kernel")
         return "reference"
     return backend
 
@@ -47,6 +54,11 @@ def kernel_forward(layer, x: torch.Tensor) -> torch.Tensor:
 
     if backend == "cpu-fast" and layer.spec.kernel_size is None:
         return w8a8.forward(_plan(layer, backend, w8a8.prepare), x)
+    if backend == "triton":
+        from svdtune.kernels import triton as triton_kernels
+
+        if triton_kernels.supports(layer):
+            return triton_kernels.forward(_plan(layer, backend, triton_kernels.prepare), x)
     return exact.forward(layer, _plan(layer, "cpu-exact", exact.prepare), x)
 
 
