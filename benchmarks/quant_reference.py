@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/quant_reference.py [--n 64] [--steps 20] [--models ref-unet ref-dit] [--ablations]
 
 The same prompts and seeds go through the 16-bit model and every quantized one. Per method:
-PSNR of the quantized images against the 16-bit images, evaluator alignment (% all-correct,
+PSNR and LPIPS of the quantized images against the 16-bit images, evaluator alignment (% all-correct,
 colour, shape), Fréchet distance of evaluator features to rendered scenes of the same prompts,
 the quantized layers' size against 16-bit, the checkpoint on disk, quantization wall time and
 peak memory. Calibration statistics are collected once per model and shared by every method.
@@ -23,7 +23,7 @@ from svdtune.pipelines import load_evaluator, load_pipeline, with_denoiser
 from svdtune.quant.config import QuantConfig
 from svdtune.quant.quantize import collect_statistics, denoiser_of, quantize, size_summary
 from svdtune.quant.serialize import WEIGHTS, save_quantized
-from svdtune.quickstart import psnr
+from svdtune.eval.metrics import lpips, psnr
 
 METHODS = {
     "W4A4 naive (RTN)": QuantConfig(method="rtn"),
@@ -31,6 +31,11 @@ METHODS = {
     "W4A4 SVDQuant r32": QuantConfig(method="svdquant"),
     "W8A8": QuantConfig(method="w8a8"),
     "W4A16 NF4": QuantConfig(method="nf4"),
+}
+# UNets only: their 3x3 convolutions hold most of the weights and stay 16-bit by default
+UNET_METHODS = {
+    "W4A4 naive (RTN), 3x3 convs too": QuantConfig(method="rtn", conv3x3=True),
+    "W4A4 SVDQuant r32, 3x3 convs too": QuantConfig(method="svdquant", conv3x3=True),
 }
 ABLATIONS = {
     **{f"SVDQuant rank {r}": QuantConfig(rank=r, method="svdquant" if r else "smoothquant") for r in (0, 8, 16, 32, 64)},
@@ -50,7 +55,7 @@ def evaluate(model_name, methods, args, evaluator):
     original = denoiser_of(pipe)
     with measure() as cal_cost:
         stats = collect_statistics(pipe, QuantConfig())
-    rows = [dict(method="16-bit", psnr=float("inf"), **_quality(evaluator, reference, prompts, real),
+    rows = [dict(method="16-bit", psnr=float("inf"), lpips=0.0, **_quality(evaluator, reference, prompts, real),
                  layers_ratio=1.0, disk_mib=_denoiser_mib(model_name), seconds=0.0, peak_mib=0.0)]
     for name, cfg in methods.items():
         quantized = copy.deepcopy(original)
@@ -61,7 +66,8 @@ def evaluate(model_name, methods, args, evaluator):
         with tempfile.TemporaryDirectory() as tmp:
             save_quantized(quantized.half(), tmp)
             disk = (Path(tmp) / WEIGHTS).stat().st_size / 2**20
-        rows.append(dict(method=name, psnr=psnr(images, reference), **_quality(evaluator, images, prompts, real),
+        rows.append(dict(method=name, psnr=psnr(images, reference).mean().item(),
+                         lpips=lpips(images, reference).mean().item(), **_quality(evaluator, images, prompts, real),
                          layers_ratio=size_summary(quantized)["layers_ratio"], disk_mib=disk,
                          seconds=cal_cost.seconds + cost.seconds, peak_mib=max(cal_cost.peak_mib, cost.peak_mib)))
         print(f"[{model_name} {name}: done]", flush=True)
@@ -84,11 +90,11 @@ def _denoiser_mib(model_name) -> float:
 
 def print_table(title, rows):
     print(f"\n{title}")
-    print("| method | PSNR vs 16-bit (dB) | all-correct % | colour % | shape % | FD to rendered | "
+    print("| method | PSNR vs 16-bit (dB) | LPIPS vs 16-bit | all-correct % | colour % | shape % | FD to rendered | "
           "quantized layers vs 16-bit | denoiser on disk (MiB) | calibrate + quantize (s) | peak RSS (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['method']} | {r['psnr']:.2f} | {r['all']:.1f} | {r['colour']:.1f} | {r['shape']:.1f} | "
+        print(f"| {r['method']} | {r['psnr']:.2f} | {r['lpips']:.4f} | {r['all']:.1f} | {r['colour']:.1f} | {r['shape']:.1f} | "
               f"{r['fd']:.2f} | {r['layers_ratio']:.3f}x | {r['disk_mib']:.2f} | {r['seconds']:.1f} | {r['peak_mib']:.0f} |")
 
 
@@ -103,8 +109,9 @@ def main():
     args = ap.parse_args()
     evaluator = load_evaluator(args.evaluator)
     for model in args.models:
+        methods = METHODS | (UNET_METHODS if "unet" in model else {})
         print_table(f"{model}: {args.n} prompts, {args.steps} steps, guidance {args.guidance}",
-                    evaluate(model, METHODS, args, evaluator))
+                    evaluate(model, methods, args, evaluator))
     if args.ablations:
         print_table(f"Ablations on ref-dit ({args.n} prompts)", evaluate("ref-dit", ABLATIONS, args, evaluator))
 

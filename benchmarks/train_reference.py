@@ -30,7 +30,7 @@ from svdtune.generate import generate_images
 from svdtune.pipelines import load_evaluator, load_pipeline, with_denoiser
 from svdtune.quant.quantize import denoiser_of
 from svdtune.quant.serialize import load_quantized
-from svdtune.quickstart import psnr
+from svdtune.eval.metrics import psnr
 from svdtune.train.config import TrainConfig
 from svdtune.train.lora import load_adapter
 from svdtune.train.recipe import train_adapter
@@ -90,7 +90,7 @@ def run_model(model: str, args, evaluator) -> dict:
                            ("W4A4 + distilled adapter", quantized(model, backbone, loftq))):
         imgs = reference if denoiser is teacher else images(pipe, denoiser, plain, args)
         a = alignment(evaluator, imgs, plain)
-        result["recovery"][name] = {"psnr": psnr(imgs, reference) if denoiser is not teacher else None,
+        result["recovery"][name] = {"psnr": psnr(imgs, reference).mean().item() if denoiser is not teacher else None,
                                     **{k: a[k] for k in ("all", "colour", "shape")}}
     rec = result["recovery"]
     result["gap_closed_all"] = ((rec["W4A4 + distilled adapter"]["all"] - rec["W4A4"]["all"])

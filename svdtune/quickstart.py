@@ -20,6 +20,7 @@ import torch
 from svdtune.config import atomic_write_text, save_config
 from svdtune.eval.cost import measure
 from svdtune.eval.grid import save_grid
+from svdtune.eval.metrics import psnr
 from svdtune.eval.world_bench import SUITES, alignment, prompt_suite, render_scenes
 from svdtune.generate import generate_images, slug
 from svdtune.pipelines import call_kwargs
@@ -124,7 +125,7 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
             results["quantized"][key] = {
                 "seconds": qcost.seconds, "peak_mib": qcost.peak_mib, "layers": len(denoiser.svdtune_quant.layers),
                 "layers_ratio": size["layers_ratio"],
-                "psnr_vs_16bit": float(np.mean([psnr(images["W4A4"][n], images["16-bit"][n]) for n in prompts])),
+                "psnr_vs_16bit": float(np.mean([psnr(images["W4A4"][n], images["16-bit"][n]).mean() for n in prompts])),
             }
         # 16-bit and W4A4 rows of each suite next to each other
         rows = [(label, name) for name in prompts for label in images]
@@ -180,12 +181,6 @@ def run_suites(pipe, prompts: dict[str, list[str]], cfg: QuickstartConfig) -> di
 
 def score_suites(evaluator, images: dict[str, np.ndarray], prompts: dict[str, list[str]]) -> dict:
     return {name: alignment(evaluator, images[name], p) for name, p in prompts.items()}
-
-
-def psnr(images: np.ndarray, reference: np.ndarray) -> float:
-    """Mean per-image PSNR (dB) of images in [0, 1] against reference images."""
-    mse = ((images.astype(np.float64) - reference.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
-    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
 
 
 def alignment_table(alignment_results: dict) -> str:

@@ -47,7 +47,8 @@ def prepare(layer) -> W8A8Plan:
     return W8A8Plan(
         weight=weight, weight_scale=scale, inv_smooth=inv_smooth,
         down=layer.down.float().T.contiguous(), up=layer.up.float().T.contiguous(),
-        bias=layer.bias.float() if layer.bias is not None else torch.zeros(n, device=weight.device),
+        # detached: a Parameter argument would make torch.compile specialise on every layer's shape
+        bias=layer.bias.detach().float() if layer.bias is not None else torch.zeros(n, device=weight.device),
     )
 
 
@@ -55,7 +56,8 @@ def _w8a8(x, weight, weight_scale, inv_smooth, down, up, bias):
     xs = x * inv_smooth
     sx = (xs.abs().amax(dim=1, keepdim=True) / 127).clamp_min(F.TINY)
     acc = torch._int_mm((xs / sx).round().to(torch.int8), weight.T)
-    return torch.addmm(bias, x @ down, up) + acc.float() * sx * weight_scale
+    # The branch's up-projection accumulates into the rescaled GEMM output (one M x N pass less)
+    return torch.addmm(acc.float() * sx * weight_scale + bias, x @ down, up)
 
 
 _compiled = torch.compile(_w8a8, dynamic=True)
