@@ -54,9 +54,10 @@ def evaluate(model_name, methods, args, evaluator):
     reference = run(pipe)
     original = denoiser_of(pipe)
     with measure() as cal_cost:
-        stats = collect_statistics(pipe, QuantConfig())
+        # one calibration for every method (with 3x3 convolutions when some method quantizes them)
+        stats = collect_statistics(pipe, QuantConfig(conv3x3=any(m.conv3x3 for m in methods.values())))
     rows = [dict(method="16-bit", psnr=float("inf"), lpips=0.0, **_quality(evaluator, reference, prompts, real),
-                 layers_ratio=1.0, disk_mib=_denoiser_mib(model_name), seconds=0.0, peak_mib=0.0)]
+                 layers_ratio=1.0, disk_mib=_denoiser_mib(model_name), seconds=0.0, peak_mib=0.0, added_mib=0.0)]
     for name, cfg in methods.items():
         quantized = copy.deepcopy(original)
         with measure() as cost:
@@ -69,7 +70,8 @@ def evaluate(model_name, methods, args, evaluator):
         rows.append(dict(method=name, psnr=psnr(images, reference).mean().item(),
                          lpips=lpips(images, reference).mean().item(), **_quality(evaluator, images, prompts, real),
                          layers_ratio=size_summary(quantized)["layers_ratio"], disk_mib=disk,
-                         seconds=cal_cost.seconds + cost.seconds, peak_mib=max(cal_cost.peak_mib, cost.peak_mib)))
+                         seconds=cal_cost.seconds + cost.seconds, peak_mib=max(cal_cost.peak_mib, cost.peak_mib),
+                         added_mib=cost.added_mib))
         print(f"[{model_name} {name}: done]", flush=True)
     return rows
 
@@ -91,11 +93,13 @@ def _denoiser_mib(model_name) -> float:
 def print_table(title, rows):
     print(f"\n{title}")
     print("| method | PSNR vs 16-bit (dB) | LPIPS vs 16-bit | all-correct % | colour % | shape % | FD to rendered | "
-          "quantized layers vs 16-bit | denoiser on disk (MiB) | calibrate + quantize (s) | peak RSS (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "quantized layers vs 16-bit | denoiser on disk (MiB) | calibrate + quantize (s) | peak RSS (MiB) | "
+          "added by quantizing (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['method']} | {r['psnr']:.2f} | {r['lpips']:.4f} | {r['all']:.1f} | {r['colour']:.1f} | {r['shape']:.1f} | "
-              f"{r['fd']:.2f} | {r['layers_ratio']:.3f}x | {r['disk_mib']:.2f} | {r['seconds']:.1f} | {r['peak_mib']:.0f} |")
+              f"{r['fd']:.2f} | {r['layers_ratio']:.3f}x | {r['disk_mib']:.2f} | {r['seconds']:.1f} | {r['peak_mib']:.0f} | "
+              f"{r['added_mib']:.0f} |")
 
 
 def main():

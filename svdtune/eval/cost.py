@@ -15,11 +15,16 @@ import torch
 class Cost:
     seconds: float = 0.0
     peak_bytes: int = 0
+    start_bytes: int = 0  # memory in use when the block began: peak - start is what the block added
     memory_kind: str = "rss"  # "rss" (CPU process peak resident set) or "cuda_allocated"
 
     @property
     def peak_mib(self) -> float:
         return self.peak_bytes / 2**20
+
+    @property
+    def added_mib(self) -> float:
+        return (self.peak_bytes - self.start_bytes) / 2**20
 
 
 @contextmanager
@@ -31,10 +36,11 @@ def measure(device: str | torch.device = "cpu", interval: float = 0.002):
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        cost.start_bytes = torch.cuda.memory_allocated(device)
         cost.memory_kind = "cuda_allocated"
     else:
         proc = psutil.Process()
-        cost.peak_bytes = proc.memory_info().rss
+        cost.peak_bytes = cost.start_bytes = proc.memory_info().rss
 
         def sample():
             while not stop.wait(interval):

@@ -91,15 +91,20 @@ def run_export(cfg: ExportConfig) -> Path:
 
 
 def add_adapter(model: nn.Module, run: str, name: str, first: str) -> None:
-    """Attach another run's adapter; it must have been trained on the same quantized backbone."""
-    from svdtune.config import load_config
+    """Attach another run's adapter. Adapters merge only when trained on the same quantized
+    backbone: the same model and quantization, and no init that re-quantized it."""
+    from svdtune.config import load_config, to_dict
     from svdtune.train.config import TrainConfig
     from svdtune.train.lora import load_adapter
 
-    cfg = load_config(TrainConfig, Path(run) / "config.yaml")
-    if cfg.lora.init == "loftq-requant":
-        raise UserError(f"{run}: its init re-quantized the backbone (lora.init=loftq-requant), so its adapter "
-                        f"cannot be merged with {first}'s; export it alone")
+    cfg, base = (load_config(TrainConfig, Path(r) / "config.yaml") for r in (run, first))
+    for c, where in ((cfg, run), (base, first)):
+        if c.lora.init == "loftq-requant":
+            raise UserError(f"{where}: its init re-quantized the backbone (lora.init=loftq-requant), so its adapter "
+                            "cannot be merged with another; export it alone")
+    same = (cfg.model, cfg.quantized, to_dict(cfg.quant)) == (base.model, base.quantized, to_dict(base.quant))
+    if not same:
+        raise UserError(f"{run}: trained on another backbone than {first} (model, quantized or quant differ)")
     load_adapter(model, Path(run) / "adapter", name)
 
 

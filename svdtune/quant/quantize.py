@@ -96,7 +96,8 @@ def quantize(model_or_pipe, config: QuantConfig, calibration: dict[str, LayerSta
         calibration = calibrate(model_or_pipe, layers, prompts, cfg.calibration)
         seconds["calibrate"] = round(time.time() - start, 2)
     start, errors = time.time(), {}
-    for name, module in tqdm(layers.items(), desc="quantize", unit="layer"):
+    for name in tqdm(list(layers), desc="quantize", unit="layer"):
+        module = layers.pop(name)  # drop our reference: the 16-bit layer is freed once replaced
         stats = calibration.get(name)
         if stats is None:
             raise UserError(f"no calibration statistics for layer {name!r}")

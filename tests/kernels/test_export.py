@@ -105,3 +105,17 @@ def test_export_errors_are_named(run, tmp_path, capsys):
     assert "the strength after ':' must be a number" in capsys.readouterr().err
     assert main(["export", "--run", str(run), "format=onnx"]) == 2
     assert "format 'onnx' is not one of svdq-merged" in capsys.readouterr().err
+
+
+def test_several_adapters_merge_in_blocks_with_their_strengths(run, tmp_path):
+    """The same run twice, at strengths 1 and 0.5, is the adapter at 1.5: two blocks of rank 2."""
+    from svdtune.train.lora import lora_layers
+
+    trained, _ = load_trained(run)
+    for layer in lora_layers(trained).values():
+        layer.scaling["default"] *= 1.5
+    out = run_export(load_config(ExportConfig, None, [f"runs={json.dumps([str(run), f'{run}:0.5'])}",
+                                                      f"output_dir={tmp_path / 'two'}"]))
+    merged = load_svdq(out)
+    assert {m.spec.rank for m in merged.modules() if isinstance(m, SVDQuantLinear)} == {4 + 2 + 2}
+    assert relative_error(forward(trained), forward(merged)) < 1e-3
