@@ -10,6 +10,10 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("SVDTUNE_CACHE", tempfile.mkdtemp(prefix="svdtune-test-cache-"))  # embeddings, per run
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+# Without a GPU the Triton kernels run in Triton's interpreter. It has to be on before anything
+# imports triton (torch.compile and bitsandbytes do), so it is set here, for the whole session.
+if not __import__("torch").cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 from svdtune.pipelines import REFERENCE_DIR  # noqa: E402
 

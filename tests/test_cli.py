@@ -15,7 +15,7 @@ def _cli(*args, cwd=None):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["generate", "stepz=3"], "unknown key 'stepz'; allowed keys: batch_size"),
+    (["generate", "stepz=3"], "unknown key 'stepz'; allowed keys: backend, batch_size"),
     (["generate", "--prompt", "a red circle", "model=/no/such/dir"], "model directory '/no/such/dir' does not exist"),
     (["generate", "--prompt", "a red circle", "steps=0"], "steps must be a positive integer, got 0"),
     (["generate", "steps=-2"], "steps must be a positive integer, got -2"),

@@ -24,9 +24,15 @@ INT_RANGE = {"int4": (-8, 7), "uint4": (0, 15), "int8": (-127, 127)}
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 FP8_MAX = 448.0  # largest float8_e4m3fn
 TINY = 1e-12
-# Group scales of the integer and NF4 formats: bf16, the range of fp32 (activation outliers can pass
-# fp16's 65504) with 8 bits of precision, far finer than the 4-bit values they scale.
+# Group scales of the integer formats: bf16, the range of fp32 (activation outliers can pass fp16's
+# 65504) with 8 bits of precision, far finer than the 4-bit values they scale. NF4 (weights only)
+# keeps fp16, nearer to bitsandbytes' fp32 absmax, whose code book it reproduces.
 SCALE_DTYPE = torch.bfloat16
+SCALE_DTYPES = {"nvfp4": torch.float8_e4m3fn, "nf4": torch.float16}
+
+
+def scale_dtype(fmt: str) -> torch.dtype:
+    return SCALE_DTYPES.get(fmt, SCALE_DTYPE)
 
 
 @dataclasses.dataclass
@@ -76,7 +82,7 @@ def quantize(x: torch.Tensor, fmt: str, group_size: int, shrink: torch.Tensor | 
         return QTensor(_flat(codes, x), scale.squeeze(-1), fmt, group, tensor_scale)
     if fmt == "nf4":
         book = nf4_code_book().to(x.device)
-        scale = amax.clamp_min(TINY).to(SCALE_DTYPE)
+        scale = amax.clamp_min(TINY).to(scale_dtype(fmt))
         codes = torch.bucketize(xg / scale.float(), (book[1:] + book[:-1]) / 2)  # nearest (sorted book)
         return QTensor(_flat(codes, x), scale.squeeze(-1), fmt, group)
     raise ValueError(f"unknown number format {fmt!r}; expected one of int4, uint4, int8, nvfp4, nf4")

@@ -80,8 +80,7 @@ class SVDQuantLinear(nn.Module):
         self.register_buffer("qweight", torch.zeros(n, k if spec.weights == "int8" else k // 2,
                                                     dtype=torch.int8 if spec.weights == "int8" else torch.uint8,
                                                     device=device))
-        scale_dtype = torch.float8_e4m3fn if spec.weights == "nvfp4" else F.SCALE_DTYPE
-        self.register_buffer("wscales", torch.zeros(n, k // g, dtype=scale_dtype, device=device))
+        self.register_buffer("wscales", torch.zeros(n, k // g, dtype=F.scale_dtype(spec.weights), device=device))
         self.register_buffer("wtensor_scale", torch.ones((), device=device) if spec.weights == "nvfp4" else None)
         self.register_buffer("down", torch.zeros(spec.rank, k, **kw))
         self.register_buffer("up", torch.zeros(n, spec.rank, **kw))

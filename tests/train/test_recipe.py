@@ -113,8 +113,9 @@ def test_two_processes_match_one_with_the_doubled_batch(tiny_family, pastel, tmp
     assert a.keys() == b.keys()
     # Summation order differs across processes; Adam turns near-zero gradient differences into
     # whole-lr steps on a few elements, so compare tensors as a whole.
+    # The noise floor measured here is 0.4e-3 to 1.1e-3 (it moves with the backbone's quantization).
     worst = max(relative_error(b[k], a[k]) for k in a)
-    assert worst < 1e-3, worst
+    assert worst < 2e-3, worst
     files = lambda root: {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}  # noqa: E731
     assert files(two) - files(one) == {"checkpoints/step-0000003/random_states_1.pkl"}
 

@@ -1,6 +1,6 @@
 """The Triton W4A4 kernels against the pure-torch reference: 24 random shapes (K, N off the tile
 sizes, ranks 0 to 40, signed and post-GELU unsigned activations). Runs under TRITON_INTERPRET=1
-on CPU (conftest), natively on a GPU."""
+on CPU (tests/conftest.py), natively on a GPU."""
 
 import random
 

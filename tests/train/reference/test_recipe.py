@@ -31,7 +31,8 @@ def test_family_recipe_trains_exports_and_skips_finished_stages(tiny_family):
 
     # What was trained is what was used downstream and exported (not a fresh copy).
     exported = pipes["ref-unet"]
-    for component, stage_file in ((exported.unet, "unet.unet"), (exported.vae.encoder, "vae.model")):
+    # the UNet as its last stage (the refinement) left it
+    for component, stage_file in ((exported.unet, "unet_refine.unet"), (exported.vae.encoder, "vae.model")):
         trained = load_file(run / f"{stage_file}.safetensors")
         prefix = "encoder." if stage_file == "vae.model" else ""
         for key, value in component.state_dict().items():
