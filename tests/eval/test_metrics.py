@@ -48,3 +48,16 @@ def test_psnr_and_ssim_are_per_image_torchmetrics_values():
     # numpy N x H x W x 3 input gives the same numbers
     as_numpy = y.permute(0, 2, 3, 1).numpy(), x.permute(0, 2, 3, 1).numpy()
     assert torch.allclose(psnr(*as_numpy), psnr(y, x)) and np.isfinite(ssim(*as_numpy).numpy()).all()
+
+
+def test_weight_conversion_unpickles_numpy_arrays_only(tmp_path):
+    import pickle
+
+    from svdtune.errors import UserError
+    from svdtune.eval.lpips import convert
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(pickle.dumps({"AlexNet_0": print}))  # any callable is code a pickle could run
+    with pytest.raises(UserError, match="refusing to unpickle builtins.print"):
+        convert(bad, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
