@@ -19,7 +19,8 @@ from torch import nn
 
 from svdtune.config import atomic_save_file, atomic_write_text
 from svdtune.errors import UserError
-from svdtune.kernels.format import KEYS, RANK_MULTIPLE, TILE, pack_layer, padded_sizes, unpack_layer
+from svdtune.kernels.format import (KEYS, RANK_MULTIPLE, TILE, pack_layer, packed_shapes, padded_sizes,
+                                    unpack_layer)
 from svdtune.quant.linear import SVDQuantLinear
 from svdtune.quant.serialize import build_model, install_shells, load_state, read_manifest
 
@@ -57,7 +58,7 @@ def save_svdq(model: nn.Module, directory: str | Path, dtype: str = "auto", extr
         "padded": {n: padded_sizes(m.spec) for n, m in layers.items()},
         **(extra or {}),
     }
-    atomic_save_file({k: v.contiguous() for k, v in tensors.items()}, directory / WEIGHTS, {"format": FORMAT})
+    atomic_save_file(tensors, directory / WEIGHTS, {"format": FORMAT})
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1, default=list))
     return directory
 
@@ -92,16 +93,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def check_layer(tensors: dict, spec, name: str, path: Path) -> None:
     """Every kernel tensor of layer `name` is present with the padded shape its spec implies."""
-    p = padded_sizes(spec)
-    packed_k = p["k"] if spec.weights == "int8" else p["k"] // 2
-    expected = {"qweight": (p["n"], packed_k), "wscales": (p["n"], p["k"] // p["group"]),
-                "proj_down": (p["k"], p["rank"]), "proj_up": (p["rank"], p["n"]),
-                "smooth": (p["k"],) if spec.kernel_size is None else (spec.in_channels,)}
-    if spec.bias:
-        expected["bias"] = (p["n"],)
-    if spec.weights == "nvfp4":
-        expected["wtensor_scale"] = ()
-    for key, shape in expected.items():
+    for key, shape in packed_shapes(spec).items():
         if key not in tensors:
             raise UserError(f"{path}: tensor {name}.{key} is missing")
         if tuple(tensors[key].shape) != shape:

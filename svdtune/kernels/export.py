@@ -166,7 +166,7 @@ def save_lora(model: nn.Module, out: Path, strengths: dict[str, float], dtype: t
             tensors |= {f"{prefix}.{name}.lora_A.weight": a.to(dtype), f"{prefix}.{name}.lora_B.weight": b.to(dtype)}
     if not tensors:
         raise UserError("the run's model has no adapter layers to export")
-    atomic_save_file({k: v.contiguous() for k, v in tensors.items()}, out / LORA_WEIGHTS,
+    atomic_save_file(tensors, out / LORA_WEIGHTS,
                      {"format": "pt", "svdtune": json.dumps(info)})
     return out
 

@@ -11,7 +11,6 @@ import math
 
 import torch
 
-from svdtune.kernels.packing import pack_nibbles
 from svdtune.quant import formats as F
 
 TILE = 64           # K and N are padded to multiples of this (and K to whole groups)
@@ -26,21 +25,35 @@ def padded_sizes(spec) -> dict[str, int]:
             "group": group}
 
 
+def packed_shapes(spec) -> dict[str, tuple[int, ...]]:
+    """The shape of every kernel tensor of a layer with this spec (FORMAT.md)."""
+    p = padded_sizes(spec)
+    shapes = {"qweight": (p["n"], p["k"] if spec.weights == "int8" else p["k"] // 2),
+              "wscales": (p["n"], p["k"] // p["group"]),
+              "smooth": (p["k"],) if spec.kernel_size is None else (spec.in_channels,),
+              "proj_down": (p["k"], p["rank"]), "proj_up": (p["rank"], p["n"])}
+    if spec.weights == "nvfp4":
+        shapes["wtensor_scale"] = ()
+    if spec.bias:
+        shapes["bias"] = (p["n"],)
+    return shapes
+
+
 def pack_layer(layer, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
-    """Kernel tensors of one layer (see FORMAT.md for shapes, padding and nibble order)."""
-    s, p = layer.spec, padded_sizes(layer.spec)
-    codes = _pad(layer.residual().codes, (p["n"], p["k"]), 0)
+    """Kernel tensors of one layer (see FORMAT.md for shapes, padding and nibble order). The stored
+    codes are padded as they are: a zero byte is two zero codes."""
+    shape = packed_shapes(layer.spec)
     out = {
-        "qweight": codes.to(torch.int8) if s.weights == "int8" else pack_nibbles(codes),
-        "wscales": _pad(layer.wscales, (p["n"], p["k"] // p["group"]), 0),
-        "smooth": _pad(layer.smooth.to(dtype), (p["k"],), 1) if s.kernel_size is None else layer.smooth.to(dtype),
-        "proj_down": _pad(layer.down.T.to(dtype), (p["k"], p["rank"]), 0),
-        "proj_up": _pad(layer.up.T.to(dtype), (p["rank"], p["n"]), 0),
+        "qweight": _pad(layer.qweight, shape["qweight"], 0),
+        "wscales": _pad(layer.wscales, shape["wscales"], 0),
+        "smooth": _pad(layer.smooth.to(dtype), shape["smooth"], 1),
+        "proj_down": _pad(layer.down.T.to(dtype), shape["proj_down"], 0),
+        "proj_up": _pad(layer.up.T.to(dtype), shape["proj_up"], 0),
     }
     if layer.wtensor_scale is not None:
         out["wtensor_scale"] = layer.wtensor_scale.float().reshape(())
     if layer.bias is not None:
-        out["bias"] = _pad(layer.bias.to(dtype), (p["n"],), 0)
+        out["bias"] = _pad(layer.bias.to(dtype), shape["bias"], 0)
     return out
 
 

@@ -63,8 +63,8 @@ def load_quantized(directory: str | Path, model: nn.Module | None = None) -> nn.
     """Load a `save_quantized` folder into `model` (a fresh 16-bit denoiser of the same
     architecture) or, without one, into a model built from the manifest's class and config."""
     directory = Path(directory)
-    manifest = read_manifest(directory / MANIFEST, FORMAT, "a quantized checkpoint", FORMAT_VERSION)
     path = directory / MANIFEST
+    manifest = read_manifest(path, FORMAT, "a quantized checkpoint", FORMAT_VERSION)
     config = QuantConfig.from_json(json.dumps(manifest["config"]), str(path))
     model = model if model is not None else build_model(manifest, path)
     install_shells(model, manifest, path)
