@@ -22,12 +22,16 @@ def _commands():
     # Imported lazily so `svdtune --help` stays fast.
     from svdtune.data.build import DataBuildConfig, run_data_build
     from svdtune.data.pairs import DataPairsConfig, run_data_pairs
+    from svdtune.eval.compare import CompareConfig, run_compare
+    from svdtune.eval.harness import EvalConfig, run_eval
     from svdtune.generate import GenerateConfig, run_generate
     from svdtune.kernels.export import ExportConfig, run_export
     from svdtune.quant.job import QuantizeJobConfig, run_quantize
     from svdtune.quickstart import QuickstartConfig, run_quickstart
     from svdtune.train.config import TrainConfig
+    from svdtune.rewrite.job import RewriteConfig, run_rewrite
     from svdtune.train.recipe import train_adapter
+    from svdtune.train.rewriter import RewriterTrainConfig, train_rewriter
     from svdtune.train.reference.recipe import FamilyConfig, train_family
 
     return {
@@ -36,7 +40,11 @@ def _commands():
         "quantize": (QuantizeJobConfig, run_quantize),
         "train": (TrainConfig, train_adapter),
         "train-reference": (FamilyConfig, train_family),
+        "train-rewriter": (RewriterTrainConfig, train_rewriter),
+        "rewrite": (RewriteConfig, run_rewrite),
         "export": (ExportConfig, run_export),
+        "eval": (EvalConfig, run_eval),
+        "compare": (CompareConfig, run_compare),
         "data build": (DataBuildConfig, run_data_build),
         "data pairs": (DataPairsConfig, run_data_pairs),
     }
@@ -48,7 +56,11 @@ HELP = {
     "quantize": "SVDQuant W4A4 (or a baseline) a pipeline's denoiser: calibrate, fit, save",
     "train": "train a LoRA domain adapter on the 4-bit backbone (distillation + domain loss, resumable)",
     "train-reference": "train the reference model family from scratch (resumable)",
+    "train-rewriter": "LoRA-tune a small LLM to rewrite plain prompts into domain styles (resumable)",
+    "rewrite": "rewrite prompts into a domain's style: PROMPT ... --domain pastel [--rewriter RUN]",
     "export": "export trained adapters: --run RUN[:STRENGTH] (repeatable) [format=svdq-merged|folded|lora|kohya]",
+    "eval": "generate prompt sets with model variants (16-bit, W4A4, W4A4 + adapter), score, cost, report",
+    "compare": "several eval outputs side by side in one report: dirs=[DIR_A,DIR_B,...]",
     "info": "versions, device and the installed reference models",
 }
 DATA_HELP = {
@@ -58,8 +70,8 @@ DATA_HELP = {
 
 
 def _data_flags(args) -> list[str]:
-    """`--domain/--sources/--out` are shorthands for the overrides domain=, sources=, output_dir=."""
-    out = [f"domain={args.domain}"] if args.domain else []
+    """`--sources/--out` are shorthands for the overrides sources=, output_dir=."""
+    out = []
     if args.sources:
         pairs = [item.partition("=") for item in args.sources.split(",") if item]
         bad = [p[0] for p in pairs if not p[1]]
@@ -70,12 +82,14 @@ def _data_flags(args) -> list[str]:
 
 
 def _flag_overrides(args) -> list[str]:
-    """Flags that are shorthands for overrides: --prompt (prompts=), --run (runs=), --model, --backend."""
+    """Flags that are shorthands for overrides: --prompt (prompts=), --run (runs=), --model, --backend,
+    --domain, --rewriter."""
     out = []
     for flag, key in (("prompt", "prompts"), ("run", "runs")):
         if getattr(args, flag, None):
             out.append(f"{key}={json.dumps(getattr(args, flag))}")
-    return out + [f"{key}={getattr(args, key)}" for key in ("model", "backend") if getattr(args, key, None)]
+    return out + [f"{key}={getattr(args, key)}" for key in ("model", "backend", "domain", "rewriter")
+                  if getattr(args, key, None)]
 
 
 def info() -> None:
@@ -125,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--prompt", action="append", help="prompt text (repeat for several)")
             p.add_argument("--model", help="reference name, diffusers folder, quantized folder or svdq export")
             p.add_argument("--backend", help="kernel for quantized models: auto, cpu, cpu-fast, cpu-exact, reference")
+        if name == "rewrite":
+            p.add_argument("--prompt", action="append", help="prompt text (repeatable; bare words work too)")
+            p.add_argument("--domain", help="shipped domain name (configs/domains/) or a domain YAML file")
+            p.add_argument("--rewriter", help="train-rewriter run folder, or a causal LM (smollm2: untuned)")
         if name == "export":
             p.add_argument("--run", action="append", help="training run folder, optionally :strength (repeatable)")
     data = sub.add_parser("data", help="domain subsets and rewrite pairs from caption datasets")
@@ -134,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--domain", help="shipped domain name (configs/domains/) or a domain YAML file")
         p.add_argument("--sources", help="comma-separated name=path, name one of coco, mjhq, dci, generic, world")
         p.add_argument("--out", help="output folder")
-    args = parser.parse_args(argv)
+    # Positionals (overrides, bare prompts) may follow flags: argparse leaves those unmatched.
+    args, extra = parser.parse_known_args(argv)
+    if any(e.startswith("-") for e in extra) or (extra and args.command == "info"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = args.overrides + extra
     if args.command == "data":
         args.command = f"data {args.data_command}"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
@@ -149,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.overrides)
         if args.command.startswith("data "):
             overrides = _data_flags(args) + overrides
+        if args.command == "rewrite":  # bare arguments are prompts
+            args.prompt = (args.prompt or []) + [o for o in overrides if "=" not in o]
+            overrides = [o for o in overrides if "=" in o]
         overrides = _flag_overrides(args) + overrides
         bad = [o for o in overrides if "=" not in o]
         if bad:

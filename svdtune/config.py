@@ -53,7 +53,10 @@ def load_config(cls: type, path: str | os.PathLike | None = None, overrides: lis
     return from_dict(cls, data, where)
 
 
-def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+def from_dict(cls: type, data: dict, where: str = "config", defaults: Any = None) -> Any:
+    """`cls` from a (partial) mapping; keys it leaves out keep `defaults`' values, else the
+    field defaults. A nested section starts from its parent's default for it, so that
+    `quant.rank=8` changes the rank of the parent's default QuantConfig and nothing else."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     hints = get_type_hints(cls)
@@ -61,8 +64,15 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(fields))}")
-    values = {name: _coerce(hints[name], value, f"{where}.{name}" if where != "config" else name)
-              for name, value in data.items()}
+    values = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where != "config" else name
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            values[name] = from_dict(hints[name], value, key, _default(fields[name], defaults))
+        else:
+            values[name] = _coerce(hints[name], value, key)
+    if defaults is not None:
+        values = {f: getattr(defaults, f) for f in fields} | values
     try:
         obj = cls(**values)
     except (TypeError, ValueError) as e:
@@ -76,9 +86,18 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     return obj
 
 
+def _default(field: dataclasses.Field, defaults: Any) -> Any:
+    if defaults is not None:
+        return getattr(defaults, field.name)
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = get_origin(tp)
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no / off / yes / on as a boolean
+            words = ("yes", "on", "true") if value else ("no", "off", "false")
+            value = next((a for a in get_args(tp) if isinstance(a, str) and a in words), value)
         if value not in get_args(tp):
             allowed = ", ".join(repr(a) for a in get_args(tp))
             raise ConfigError(f"{key}: {value!r} is not allowed; expected one of {allowed}")
@@ -125,6 +144,11 @@ def save_config(obj: Any, directory: str | os.PathLike, name: str = "config.yaml
     directory.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(_plain(to_dict(obj)), sort_keys=False)
     return atomic_write_text(directory / name, text)
+
+
+def cache_dir() -> Path:
+    """Where converted offline weights live (LPIPS, the default LLM): $SVDTUNE_CACHE or ~/.cache/svdtune."""
+    return Path(os.environ.get("SVDTUNE_CACHE", Path.home() / ".cache" / "svdtune"))
 
 
 def atomic_save_file(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:

@@ -49,3 +49,19 @@ def test_bad_input_names_the_key(override, message):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config(Outer, tmp_path / "nope.yaml")
+
+
+def test_yaml_booleans_read_as_the_literal_they_spell():
+    from svdtune.train.config import TrainConfig
+
+    assert load_config(TrainConfig, None, ["mixed_precision=no"]).mixed_precision == "no"
+    with pytest.raises(ValueError, match="mixed_precision: True is not allowed"):
+        load_config(TrainConfig, None, ["mixed_precision=true"])
+
+
+def test_a_partial_section_keeps_the_parents_default_for_the_rest():
+    from svdtune.quickstart import QuickstartConfig
+
+    cfg = load_config(QuickstartConfig, None, ["quant.calibration.steps=3"])
+    # QuickstartConfig's default calibration has 32 prompts (QuantConfig's own default has 64)
+    assert (cfg.quant.calibration.steps, cfg.quant.calibration.prompts, cfg.quant.calibration.batch_size) == (3, 32, 32)

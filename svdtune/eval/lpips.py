@@ -11,7 +11,6 @@ a user's), and converted to safetensors in the user cache; every later load read
 from __future__ import annotations
 
 import importlib.util
-import os
 import pickle
 from pathlib import Path
 
@@ -20,10 +19,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from svdtune.config import atomic_save_file
+from svdtune.config import atomic_save_file, cache_dir
 from svdtune.errors import UserError
 
-CACHE = Path(os.environ.get("SVDTUNE_CACHE", Path.home() / ".cache" / "svdtune"))
+CACHE = cache_dir()
 WEIGHTS = "lpips-alexnet.safetensors"
 # (out channels, kernel, stride, padding) of AlexNet's five convolutions; features after each ReLU
 ALEXNET = ((64, 11, 4, 2), (192, 5, 1, 2), (384, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1))

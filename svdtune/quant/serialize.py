@@ -35,11 +35,11 @@ def save_quantized(model: nn.Module, directory: str | Path, source: str | None =
     layers = {n: dataclasses.asdict(m.spec) for n, m in model.named_modules() if isinstance(m, SVDQuantLinear)}
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "version": report.config.version,
-        "model_class": type(model).__name__, "model_config": dict(getattr(model, "config", {})),
+        "model_class": type(model).__name__, "model_config": model_config(model),
         "source": source, "config": dataclasses.asdict(report.config), "layers": layers,
         "skipped": report.skipped, "output_error": report.layers, "seconds": report.seconds,
     }
-    atomic_save_file(model.state_dict(), directory / WEIGHTS, {"format": FORMAT})
+    atomic_save_file(untied(model.state_dict()), directory / WEIGHTS, {"format": FORMAT})
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1, default=list))
     return directory
 
@@ -126,3 +126,19 @@ def load_state(model: nn.Module, state: dict, path: Path) -> None:
     if missing or unexpected:
         key = (missing or unexpected)[0]
         raise UserError(f"{path}: tensor {key!r} is {'missing' if missing else 'not in the model'}")
+
+
+def model_config(model: nn.Module) -> dict:
+    """The model's config as a dict: diffusers' FrozenDict or a transformers PretrainedConfig."""
+    config = getattr(model, "config", {})
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def untied(state: dict) -> dict:
+    """A state dict safetensors can write: tensors that share memory (tied embeddings) are copied."""
+    seen, out = set(), {}
+    for name, t in state.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        out[name] = t.clone() if key in seen else t
+        seen.add(key)
+    return out

@@ -18,27 +18,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import resource
 import statistics
 import time
 from contextlib import nullcontext
-from datetime import timedelta
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from svdtune.config import atomic_write_text, save_config, to_dict
-from svdtune.errors import UserError
 from svdtune.pipelines import denoiser_attr, load_pipeline
 from svdtune.quant.calibrate import caption_prompts
 from svdtune.quant.quantize import denoiser_of, is_world_pipeline
-from svdtune.train.checkpoint import checkpoint_name, list_checkpoints, prune_checkpoints
 from svdtune.train.config import TrainConfig
 from svdtune.train.domain_data import DomainData, build_domain_data, captions_of, load_subset
-from svdtune.train.lora import adapter_state, save_adapter
+from svdtune.train.lora import save_adapter
+from svdtune.train.loop import (append_history, make_accelerator, make_optimizer, own_rows, peak_memory_mib,
+                                register_adapter_hooks, resume, save_checkpoint, tracker_kwargs)
 from svdtune.train.objectives import NoiseSchedule, denoising_loss, distillation_loss
 from svdtune.train.student import build_student, trainable_parameters
 from svdtune.train.trajectories import Trajectories, record_trajectories
@@ -100,8 +96,7 @@ def train_adapter(cfg: TrainConfig) -> Path:
     if start == 0 and cfg.validation.at_start:
         run_validation(acc, cfg, teacher, student, 0, out)
         if trajectories is not None and main:
-            with open(out / "history.jsonl", "a") as f:
-                f.write(json.dumps({"step": 0, "distill_loss_fixed": round(fixed_loss(), 6)}) + "\n")
+            append_history(out, {"step": 0, "distill_loss_fixed": fixed_loss()})
 
     global_batch = cfg.batch_size * acc.num_processes * cfg.grad_accum
     bar = tqdm(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps, disable=not main, mininterval=5)
@@ -128,9 +123,8 @@ def train_adapter(cfg: TrainConfig) -> Path:
                            "samples_per_s": global_batch / seconds, "peak_memory_mib": peak_memory_mib(acc.device)}
         if trajectories is not None and cfg.validation.loss_every and (step + 1) % cfg.validation.loss_every == 0:
             record["distill_loss_fixed"] = fixed_loss()
-        if main:  # appended as it goes: a resumed run continues the same file
-            with open(out / "history.jsonl", "a") as f:
-                f.write(json.dumps({"step": step + 1} | {k: round(v, 6) for k, v in record.items()}) + "\n")
+        if main:
+            append_history(out, {"step": step + 1} | record)
         bar.set_postfix(loss=f"{totals['loss']:.4f}", refresh=False)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             acc.log(record, step=step + 1)
@@ -156,45 +150,6 @@ def train_adapter(cfg: TrainConfig) -> Path:
 
 # ---------------------------------------------------------------- set-up
 
-def make_accelerator(cfg: TrainConfig, out: Path):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
-
-    # accelerate keeps its settings process-wide; a second run in one process (quickstart,
-    # benchmarks, a notebook) may ask for other ones (transformers' Trainer resets them too).
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
-
-    os.environ.setdefault("WANDB_MODE", "offline")
-    log_with = None if cfg.log_with == "none" else cfg.log_with
-    if log_with == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise UserError("log_with=tensorboard needs the tensorboard package (pip install tensorboard)") from None
-    handlers = [
-        # The frozen 4-bit storage is identical on every process: no buffer broadcast each forward.
-        # Adapters whose output a model discards (SD3's last text stream) get no gradient.
-        DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=True),
-        # Rank 0 quantizes, records trajectories and validates while the others wait.
-        InitProcessGroupKwargs(timeout=timedelta(hours=3)),
-    ]
-    deepspeed = None
-    if cfg.deepspeed:
-        from accelerate.utils import DeepSpeedPlugin
-
-        if not Path(cfg.deepspeed).is_file():
-            raise UserError(f"deepspeed config {cfg.deepspeed!r} does not exist")
-        deepspeed = DeepSpeedPlugin(hf_ds_config=cfg.deepspeed, gradient_accumulation_steps=cfg.grad_accum)
-    return Accelerator(mixed_precision=cfg.mixed_precision, log_with=log_with, project_dir=str(out),
-                       kwargs_handlers=handlers, cpu=cfg.device == "cpu", deepspeed_plugin=deepspeed)
-
-
-def tracker_kwargs(cfg: TrainConfig, out: Path) -> dict:
-    return {"wandb": {"dir": str(out), "name": out.name}} if cfg.log_with == "wandb" else {}
-
-
 def cached(path: Path, load, make, acc):
     """Load `path`, or make it on the main process (the others wait) and save it first."""
     if not path.is_file() and acc.is_main_process:
@@ -211,16 +166,6 @@ def distill_prompts(cfg: TrainConfig, teacher) -> list[str]:
         return [captions[i % len(captions)] for i in range(cfg.distill.prompts)]
     return caption_prompts(cfg.distill.prompts, cfg.distill.prompt_file, is_world_pipeline(teacher),
                            cfg.seed + 60_000, "distill.prompt_file")
-
-
-def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    o = cfg.optim
-    kwargs = dict(lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-    if o.optimizer == "adamw8bit":
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(params, **kwargs)
-    return torch.optim.AdamW(params, **kwargs)
 
 
 # ---------------------------------------------------------------- batches and losses
@@ -240,13 +185,6 @@ def draw_batch(cfg: TrainConfig, step: int, size: int, trajectories: Trajectorie
         batch["domain_u"] = torch.rand(size, generator=g)
         batch["domain_noise"] = torch.randn((size, *latent_shape), generator=g)
     return batch
-
-
-def own_rows(micro: int, rank: int, processes: int, batch_size: int) -> slice:
-    """Rows of the global batch for (micro-step, process): one process with batch 2B at micro-step
-    m takes exactly the rows two processes with batch B take at m."""
-    start = (micro * processes + rank) * batch_size
-    return slice(start, start + batch_size)
 
 
 def step_losses(cfg: TrainConfig, student, part: dict, trajectories, domain, schedule, device) -> dict[str, torch.Tensor]:
@@ -278,82 +216,6 @@ def fixed_distill_loss(student, trajectories: Trajectories | None, n: int, devic
         total += distillation_loss(student, kwargs, target).item() * len(rows[i:i + chunk])
     student.train(was_training)
     return total / n
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-# ---------------------------------------------------------------- checkpoints
-
-ADAPTER_FILE, EMA_FILE, STATE_FILE = "adapter.safetensors", "ema.safetensors", "trainer_state.json"
-
-
-def register_adapter_hooks(acc, adapter_name: str, ema) -> None:
-    """accelerate saves optimizer, LR schedule, scaler and every process's RNG; these hooks make it
-    store the adapter (and EMA) alone instead of the whole model."""
-
-    def save_hook(models, weights, output_dir):
-        if acc.is_main_process:
-            state = adapter_state(acc.unwrap_model(models[0]), adapter_name)
-            save_file({k: v.detach().contiguous() for k, v in state.items()}, Path(output_dir) / ADAPTER_FILE)
-            if ema is not None:
-                save_file({str(i): p.contiguous() for i, p in enumerate(ema.shadow_params)}, Path(output_dir) / EMA_FILE)
-        weights.clear()
-
-    def load_hook(models, input_dir):
-        from peft import set_peft_model_state_dict
-
-        model = acc.unwrap_model(models.pop())
-        set_peft_model_state_dict(model, load_file(Path(input_dir) / ADAPTER_FILE), adapter_name=adapter_name)
-        if ema is not None:
-            shadow = load_file(Path(input_dir) / EMA_FILE)
-            for i, p in enumerate(ema.shadow_params):
-                p.copy_(shadow[str(i)])
-
-    acc.register_save_state_pre_hook(save_hook)
-    acc.register_load_state_pre_hook(load_hook)
-
-
-def save_checkpoint(acc, out: Path, step: int, keep: int) -> None:
-    """Written under a temporary name and renamed: a run killed mid-save keeps its last checkpoint."""
-    root = out / "checkpoints"
-    final = root / checkpoint_name(step)
-    tmp = final.with_name(final.name + ".tmp")
-    acc.save_state(str(tmp))
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step}))
-        if final.exists():
-            import shutil
-
-            shutil.rmtree(final)
-        tmp.rename(final)
-        prune_checkpoints(root, keep)
-    acc.wait_for_everyone()
-
-
-def resume(acc, cfg: TrainConfig, out: Path) -> int:
-    """The step to start from: 0, or the step of the newest readable checkpoint. A corrupt or
-    truncated checkpoint is reported and the one before it is used."""
-    if not cfg.resume:
-        return 0
-    candidates = list_checkpoints(out / "checkpoints") if cfg.resume == "latest" else [Path(cfg.resume)]
-    if not candidates:
-        log.info("resume=latest: no checkpoint in %s, starting from step 0", out / "checkpoints")
-        return 0
-    for ckpt in reversed(candidates):
-        try:
-            step = int(json.loads((ckpt / STATE_FILE).read_text())["step"])
-            acc.load_state(str(ckpt))
-        except Exception as e:  # noqa: BLE001 - any unreadable file means: fall back to an older one
-            log.warning("checkpoint %s is unreadable (%s: %s); trying the previous one", ckpt, type(e).__name__, e)
-            continue
-        log.info("resumed from %s (step %d)", ckpt, step)
-        return step
-    raise UserError(f"no readable checkpoint among {', '.join(str(c) for c in candidates)}")
 
 
 # ---------------------------------------------------------------- validation and summary

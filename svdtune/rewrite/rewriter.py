@@ -1,0 +1,144 @@
+"""The prompt rewriter at inference: plain prompts in, prompts in a domain's style out, batched.
+
+    rewriter = Rewriter.load("runs/rewriter/world")              # a `train-rewriter` run
+    [r.text for r in rewriter.rewrite(["a red circle"], "pastel")]
+    # ['a large red circle at the top left, in soft pastel colours on a cream background']
+
+The model is loaded once (the adapter merged into the base unless the base is 4-bit) and decodes
+with its KV cache; a single greedy prompt also drafts tokens from its own input (prompt lookup
+decoding: same output, fewer forward passes, since a rewrite copies the user's words and the
+style terms the instruction quotes). Guardrails: a rewrite that drops a content word of the
+prompt is retried once with beam search, then replaced by the prompt plus the domain's style
+suffix, and the `Rewrite` says which happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from svdtune.data.domains import Domain, load_domain
+from svdtune.errors import UserError
+from svdtune.rewrite.chat import render
+from svdtune.rewrite.terms import clean_output, missing_words, sanitize
+
+log = logging.getLogger("svdtune")
+
+
+@dataclasses.dataclass
+class DecodingConfig:
+    strategy: Literal["greedy", "beam", "sample"] = "greedy"
+    num_beams: int = 4                # beam search, and the stricter retry
+    temperature: float = 0.7          # sampling
+    top_p: float = 0.9
+    max_new_tokens: int = 64
+    max_prompt_tokens: int = 96       # longer user prompts are cut to this many tokens, with a warning
+    prompt_lookup: int = 10           # tokens drafted from the input per step (single greedy prompts); 0: off
+    batch_size: int = 32
+    seed: int = 0
+
+    def validate(self) -> None:
+        for key in ("num_beams", "max_new_tokens", "max_prompt_tokens", "batch_size"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"decoding.{key} must be positive, got {getattr(self, key)}")
+        if self.strategy == "sample" and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise ValueError("decoding.temperature must be > 0 and decoding.top_p in (0, 1] for sampling")
+
+
+@dataclasses.dataclass
+class Rewrite:
+    prompt: str                       # the user's prompt as used (cleaned, maybe truncated)
+    text: str                         # what to give the image model
+    source: Literal["model", "retry", "fallback"]
+    model_output: str                 # the model's first answer, cleaned (before any guardrail)
+    missing: list[str]                # content words the model's first answer dropped
+    notes: list[str]                  # what was changed or fell back, for the user
+
+
+class Rewriter:
+    def __init__(self, model, tokenizer, decoding: DecodingConfig | None = None):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.decoding = decoding or DecodingConfig()
+        self.decoding.validate()
+        tokenizer.padding_side = "left"
+
+    @classmethod
+    def load(cls, path: str = "smollm2", decoding: DecodingConfig | None = None, dtype: str = "bfloat16",
+             device: str = "cpu") -> "Rewriter":
+        """A `train-rewriter` run folder (its base + adapter), or any causal LM (untuned: the
+        instruction alone)."""
+        from svdtune.train.rewriter import load_tuned
+
+        if (Path(path) / "adapter").is_dir():
+            model, tokenizer = load_tuned(path, dtype, device)
+        else:
+            from svdtune.llm import load_causal_lm
+
+            model, tokenizer = load_causal_lm(path, dtype, device)
+        return cls(model, tokenizer, decoding)
+
+    # ------------------------------------------------------------ inputs
+
+    def prepare(self, prompt: str | bytes, index: int = 0) -> tuple[str, list[str]]:
+        text, notes = sanitize(prompt)
+        if not text:
+            raise UserError(f"prompt {index} is empty" + (" after removing control characters" if notes else ""))
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        limit = self.decoding.max_prompt_tokens
+        if len(ids) > limit:
+            text = self.tokenizer.decode(ids[:limit]).strip()
+            notes.append(f"the prompt was cut from {len(ids)} to {limit} tokens (decoding.max_prompt_tokens)")
+        for note in notes:
+            log.warning("prompt %d: %s", index, note)
+        return text, notes
+
+    # ------------------------------------------------------------ decoding
+
+    def generation_kwargs(self, strategy: str, batch: int) -> dict:
+        d = self.decoding
+        kwargs = dict(max_new_tokens=d.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
+        if strategy == "sample":
+            return kwargs | dict(do_sample=True, temperature=d.temperature, top_p=d.top_p)
+        kwargs["do_sample"] = False
+        if strategy == "beam":
+            return kwargs | dict(num_beams=d.num_beams, early_stopping=True)
+        if batch == 1 and d.prompt_lookup:
+            kwargs["prompt_lookup_num_tokens"] = d.prompt_lookup
+        return kwargs
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], domain: Domain, strategy: str) -> list[str]:
+        """Cleaned answers for already-prepared prompts, in batches."""
+        out = []
+        for start in range(0, len(prompts), self.decoding.batch_size):
+            chunk = prompts[start:start + self.decoding.batch_size]
+            texts = [render(self.tokenizer, domain, p) for p in chunk]
+            inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+            torch.manual_seed(self.decoding.seed + start)
+            ids = self.model.generate(**inputs, **self.generation_kwargs(strategy, len(chunk)))
+            answers = self.tokenizer.batch_decode(ids[:, inputs.input_ids.shape[1]:], skip_special_tokens=True)
+            out += [clean_output(a) for a in answers]
+        return out
+
+    def rewrite(self, prompts: list[str | bytes], domain: str | Domain) -> list[Rewrite]:
+        domain = domain if isinstance(domain, Domain) else load_domain(domain)
+        prepared = [self.prepare(p, i) for i, p in enumerate(prompts)]
+        texts = [t for t, _ in prepared]
+        first = self.generate(texts, domain, self.decoding.strategy)
+        results = [Rewrite(t, a, "model", a, missing_words(t, a), list(n)) for (t, n), a in zip(prepared, first)]
+        failed = [r for r in results if r.missing or not r.text]
+        if failed:  # one stricter try: beam search, which keeps to the likeliest (copying) answer
+            for r, again in zip(failed, self.generate([r.prompt for r in failed], domain, "beam")):
+                if again and not missing_words(r.prompt, again):
+                    r.text, r.source = again, "retry"
+                    r.notes.append(f"the first rewrite dropped {', '.join(r.missing)}; beam search kept them")
+                else:
+                    r.text, r.source = r.prompt + domain.style_suffix, "fallback"
+                    r.notes.append(f"the rewrite dropped {', '.join(r.missing or missing_words(r.prompt, again))}"
+                                   "; using the prompt with the domain's style suffix")
+                log.warning("prompt %r: %s", r.prompt, r.notes[-1])
+        return results

@@ -1,0 +1,93 @@
+"""Words a rewrite must keep, the style terms it should add, and clean-up of prompts and outputs.
+
+Content words are approximated as every word that is not a function word: nouns, colours and
+counts ("two", "3") are kept, and so are adjectives and verbs, which is stricter than asked and
+what users expect of a rewrite. A part-of-speech tagger would be finer, but nltk's and spaCy's
+taggers need model downloads these machines cannot make, and sklearn's stop-word list drops
+counts and positions ("two", "top").
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+FUNCTION_WORDS = frozenset("""
+a an the this that these those some any each every no
+and or but nor so yet
+of in on at to for from by with without about into onto over under above below between behind beside
+near next through across along around against among upon within off out up down
+is are was were be been being am has have had having do does did will would shall should can could may might must
+it its they them their there here he she his her we our you your i me my
+as than then very too just also only
+""".split())
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+
+
+def stem(word: str) -> str:
+    """Fold regular plurals so "circles" keeps "circle" (dishes -> dish, berries -> berry)."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith(("ses", "xes", "ches", "shes", "zes", "oes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def content_words(text: str) -> list[str]:
+    """Stems of the words of `text` a faithful rewrite keeps, in order, without repeats."""
+    return list(dict.fromkeys(stem(w) for w in words(text) if w not in FUNCTION_WORDS))
+
+
+def missing_words(prompt: str, rewrite: str) -> list[str]:
+    """Content words of `prompt` that `rewrite` lost."""
+    kept = {stem(w) for w in words(rewrite)}
+    return [w for w in content_words(prompt) if w not in kept]
+
+
+def style_terms(style_suffix: str) -> list[str]:
+    """A domain's style terms: the comma-separated phrases of its style suffix."""
+    return [t.strip().lower() for t in style_suffix.split(",") if t.strip()]
+
+
+def has_style(text: str, terms: list[str]) -> bool:
+    """Whether `text` carries the domain's style: at least one of its style terms, word for word."""
+    flat = " ".join(words(text))
+    return any(re.search(rf"\b{re.escape(' '.join(words(t)))}\b", flat) for t in terms)
+
+
+def sanitize(prompt: str | bytes) -> tuple[str, list[str]]:
+    """A prompt as clean text, and what was changed: undecodable bytes become U+FFFD, control and
+    format characters become spaces, whitespace runs collapse."""
+    notes = []
+    if isinstance(prompt, bytes):
+        text = prompt.decode("utf-8", errors="replace")
+    else:  # command-line arguments carry undecodable bytes as surrogates
+        text = prompt.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    if "\ufffd" in text:
+        notes.append("bytes that are not UTF-8 were replaced")
+    control = {c for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in "\t\n\r"}
+    if control:
+        notes.append("control characters were removed")
+    cleaned = "".join(" " if c in control else c for c in text)
+    return " ".join(cleaned.split()), notes
+
+
+_CHAT_RESIDUE = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?INST\]")
+_LEAD_IN = re.compile(r"^(?:here(?:'s| is) (?:the |a |your )?(?:rewritten |new )?prompt\s*[:\-]?|"
+                      r"(?:rewritten |new )?prompt\s*:|assistant\s*:)\s*", re.IGNORECASE)
+_QUOTES = "\"'`“”‘’«»"
+
+
+def clean_output(text: str) -> str:
+    """The generated rewrite as one prompt line: no chat tokens, lead-in, quotes or later lines."""
+    text = _CHAT_RESIDUE.sub(" ", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    text = _LEAD_IN.sub("", lines[0]) if lines else ""
+    text = text.strip().strip(_QUOTES).strip()
+    return " ".join(text.split())

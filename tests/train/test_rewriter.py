@@ -1,0 +1,77 @@
+"""`svdtune train-rewriter` on a tiny Llama: outputs, resume, 4-bit bases, merged export."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from svdtune.config import load_config
+from svdtune.errors import UserError
+from svdtune.quant.metrics import relative_error
+from svdtune.train.rewriter import RewriterTrainConfig, export_merged, load_tuned, train_rewriter
+
+TINY = ["batch_size=4", "save_every=2", "log_with=none", "eval_pairs=4", "lora.rank=4", "device=cpu",
+        "mixed_precision=no"]
+
+
+def config(tiny_llm, pairs, out, *extra):
+    return load_config(RewriterTrainConfig, "configs/rewriter/world.yaml",
+                       [f"base={tiny_llm}", f"data={json.dumps([str(p) for p in pairs])}", f"output_dir={out}",
+                        *TINY, *extra])
+
+
+def adapter(run):
+    return load_file(run / "adapter" / "adapter_model.safetensors")
+
+
+def test_train_resume_and_export(tiny_llm, world_pairs, tmp_path):
+    full = train_rewriter(config(tiny_llm, world_pairs, tmp_path / "full", "steps=4"))
+    for name in ("config.yaml", "history.jsonl", "summary.json", "adapter/adapter_config.json"):
+        assert (full / name).is_file(), name
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["train_pairs"] == 40 and summary["held_out"]["n"] == 4
+    assert set(summary["held_out"]) >= {"loss", "chrf", "retention", "style_rate", "mean_words"}
+
+    # Stopped after 2 steps, then resumed to 4: the same adapter as the uninterrupted run.
+    half = tmp_path / "half"
+    train_rewriter(config(tiny_llm, world_pairs, half, "steps=2"))
+    train_rewriter(config(tiny_llm, world_pairs, half, "steps=4", "resume=latest"))
+    a, b = adapter(full), adapter(half)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    # The merged export is the tuned model: same logits as base + adapter.
+    merged = export_merged(full, tmp_path / "merged")
+    tuned, tok = load_tuned(full, "float32")
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    ids = tok(["a red circle and a blue square"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert relative_error(plain(ids).logits, tuned(ids).logits) < 1e-5
+
+
+def test_svdquant_base_trains_the_deployed_model(tiny_llm, world_pairs, tmp_path):
+    from svdtune.train.lora import SVDQuantLoraLayer
+
+    run = train_rewriter(config(tiny_llm, world_pairs, tmp_path / "w4a4", "steps=2", "base_quant=svdquant",
+                                "quant.rank=8", "quant.smooth_alphas=[0.5]", "quant.shrink_grid=[1.0]"))
+    assert (run / "backbone" / "quant_manifest.json").is_file()
+    model, tok = load_tuned(run)
+    layers = [m for m in model.modules() if isinstance(m, SVDQuantLoraLayer)]
+    assert len(layers) == 14  # 7 projections x 2 layers, LoRA kept beside the 4-bit base
+    trained = adapter(run)
+    loaded = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(loaded) == len(trained) and all(v.abs().sum() > 0 for k, v in loaded.items() if "lora_B" in k)
+    with pytest.raises(UserError, match="svdquant base"):
+        export_merged(run, tmp_path / "merged")
+
+
+def test_bad_config_is_named(tiny_llm, world_pairs, tmp_path):
+    with pytest.raises(UserError, match="not a `svdtune data pairs` output folder"):
+        train_rewriter(config(tiny_llm, [tmp_path], tmp_path / "x", "steps=1"))
+    with pytest.raises(UserError, match="matches no Linear layer"):
+        train_rewriter(config(tiny_llm, world_pairs, tmp_path / "y", "steps=1", "lora.target=nothing_here$"))
+    with pytest.raises(UserError, match="not a train-rewriter run"):
+        load_tuned(tmp_path / "nowhere")
