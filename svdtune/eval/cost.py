@@ -75,3 +75,36 @@ def interleaved_best(fns: dict, rounds: int = 5, warmup: int = 2) -> dict[str, f
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+LATENCY_PROMPT = "a large red circle in the center, on a white background"
+
+
+def pipeline_latency(pipe, steps: int, repeats: int = 3, device: str | torch.device = "cpu",
+                     prompt: str = LATENCY_PROMPT, guidance_scale: float = 4.0) -> dict:
+    """Warm batch-1 latency of a diffusers pipeline: median seconds per image at `steps` steps and,
+    from the median 1-step time, milliseconds per denoising step (what is left is text encoding,
+    VAE decoding and set-up; None for steps = 1); peak memory of those runs (peak RSS, or CUDA max allocated) and what
+    they added to the memory in use when they began."""
+    import statistics
+
+    from svdtune.pipelines import call_kwargs
+
+    def timed(n_steps: int) -> list[Cost]:
+        runs = []
+        for r in range(repeats):
+            with measure(device) as cost:
+                pipe(prompt=prompt, num_inference_steps=n_steps, guidance_scale=guidance_scale,
+                     generator=torch.Generator("cpu").manual_seed(r), output_type="np", **call_kwargs(pipe))
+            runs.append(cost)
+        return runs
+
+    timed(min(steps, 2))  # warm-up: lazily built kernels, compiled graphs, allocator
+    one, full = timed(1), timed(steps)
+    image_s = statistics.median(c.seconds for c in full)
+    one_s = statistics.median(c.seconds for c in one)
+    top = max(full + one, key=lambda c: c.peak_bytes)
+    step_ms = 1000 * (image_s - one_s) / (steps - 1) if steps > 1 else None  # one step: nothing to difference
+    return {"image_s": image_s, "step_ms": step_ms,
+            "peak_mib": top.peak_mib, "added_mib": max(c.added_mib for c in full + one), "memory": top.memory_kind,
+            "repeats": repeats}

@@ -125,6 +125,9 @@ def load(v: Variant, dtype: str = "float32", device: str = "cpu", backend: str =
     from svdtune.train.lora import lora_layers
     from svdtune.train.student import load_trained
 
+    if dtype != "float32":
+        raise UserError(f"variant {v.label!r}: training runs are evaluated in float32 (their backbone and adapter "
+                        f"are float32), not {dtype}; export the run (svdtune export) to evaluate it in {dtype}")
     pipe = load_pipeline(v.source, dtype, device)
     model, _ = load_trained(v.path)
     for layer in lora_layers(model).values():
