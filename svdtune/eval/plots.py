@@ -91,25 +91,27 @@ def latency_bars(rows: list[dict], path: Path) -> Path:
 
 
 def metric_vs_rank(rows: list[dict], path: Path) -> Path | None:
-    """Only when the quantized variants of some model differ in their total low-rank width."""
+    """Only when quantized variants differ in their low-rank width (branch rank + adapter rank); a
+    line joins the variants of one model and kind (e.g. W4A4 at ranks 16 / 32 / 64)."""
     quantized = [r for r in rows if r["kind"] != "16-bit"]
-    widths = {r["model"]: set() for r in quantized}
-    for r in quantized:
-        widths[r["model"]].add(r["rank_branch"] + r["rank_adapter"])
-    if not any(len(w) > 1 for w in widths.values()):
+    if len({r["rank_branch"] + r["rank_adapter"] for r in quantized}) < 2:
         return None
-    axes = [a for a in _quality_axes(quantized)]
+    axes = _quality_axes(quantized)
+    if not axes:
+        return None
     colours = _colours(rows)
+    groups = {}
+    for r in quantized:
+        groups.setdefault((r["model"], r["kind"]), []).append(r)
     fig, subplots = plt.subplots(1, len(axes), figsize=(5.5 * len(axes), 4.2), squeeze=False)
     for ax, (key, name, _) in zip(subplots[0], axes):
-        for model in widths:
-            points = sorted((r["rank_branch"] + r["rank_adapter"], _value(r, key), r["label"])
-                            for r in quantized if r["model"] == model and _value(r, key) not in (None, float("inf")))
+        for (model, kind), members in groups.items():
+            points = sorted((r["rank_branch"] + r["rank_adapter"], _value(r, key))
+                            for r in members if _value(r, key) not in (None, float("inf")))
             if not points:
                 continue
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colours[model], label=model)
-            for x, y, label in points:
-                ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=KIND_MARKERS.get(kind, "o"),
+                    color=colours[model], label=f"{model}, {kind}")
         ax.set_xlabel("low-rank width: branch rank + adapter rank")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

@@ -29,17 +29,20 @@ def quality_table(results: dict, rows: list[dict]) -> list[str]:
     n_fd = results.get("reference", {}).get("fd_images", {})
     optional = [(k, name) for k, name in (("clip", "CLIP score"), ("image_reward", "ImageReward"))
                 if any(r[k] is not None for r in rows)]
-    header = ["variant", "model", "kind", "alignment all (%)", "style (%)",
+    styles = list(dict.fromkeys(n for r in rows for n in r["style"]))  # the styled prompt sets, in order
+    header = ["variant", "model", "kind", "alignment all (%)", *[f"style, {n} (%)" for n in styles],
               *[f"{n} ({n_fd.get(n, '?')} images)" for n in fds],
               "LPIPS vs 16-bit", "PSNR vs 16-bit (dB)", "SSIM vs 16-bit", *[name for _, name in optional]]
     body = []
     ref = summary.reference_row(results)
     if ref:
-        body.append([ref["label"], "-", "-", fmt(ref["align_all"], 1), fmt(ref["style"], 1),
+        body.append([ref["label"], "-", "-", fmt(ref["align_all"], 1),
+                     *[fmt(ref["style"].get(n), 1) for n in styles],
                      *[fmt(ref["fd"].get(n)) + (" (floor)" if n in ref["fd"] else "") for n in fds],
                      "-", "-", "-", *["-" for _ in optional]])
     for r in rows:
-        body.append([r["label"], r["model"], r["kind"], fmt(r["align_all"], 1), fmt(r["style"], 1),
+        body.append([r["label"], r["model"], r["kind"], fmt(r["align_all"], 1),
+                     *[fmt(r["style"].get(n), 1) for n in styles],
                      *[fmt(r["fd"].get(n)) for n in fds], fmt(r["lpips"], 4), fmt(r["psnr"]), fmt(r["ssim"], 4),
                      *[fmt(r[k]) for k, _ in optional]])
     return _table(header, body, 3)
@@ -83,10 +86,11 @@ def render_report(results: dict, title: str, preface: list[str] = ()) -> str:
     if "seconds" in results:
         lines += [settings_line(results) + f" Wall time: {results['seconds']:.0f} s.", ""]
     lines += ["## Quality", "",
-              "Alignment and style: the world evaluator's judgement (% of images fully right; style over the "
-              "prompt sets that name a non-plain style). Fréchet distances against the sets' reference images; "
-              "the reference row's value is the floor: an independent second draw of the same size. LPIPS / PSNR "
-              "/ SSIM against the 16-bit source model's images for the same prompts and seeds.", "",
+              "Alignment: the world evaluator's judgement, % of images with every object right and nothing "
+              "extra (mean over the world prompt sets); style: % of a styled set's images in its style. Fréchet "
+              "distances against the sets' reference images; the reference row's value is the floor: an "
+              "independent second draw of the same size. LPIPS / PSNR / SSIM against the 16-bit source model's "
+              "images for the same prompts and seeds.", "",
               *quality_table(results, rows), ""]
     align = alignment_table(results)
     if align:

@@ -22,10 +22,10 @@ def model_name(path: str) -> str:
     return Path(path).name or path
 
 
-def alignment_headline(alignment: dict, prompt_sets: dict) -> tuple[float | None, float | None]:
-    """(mean `all` over the world sets, mean style accuracy over the sets that name a non-plain style)."""
-    style_sets = [n for n, a in alignment.items() if "style" in a and styled(prompt_sets[n]["prompts"])]
-    return _mean(a["all"] for a in alignment.values()), _mean(alignment[n]["style"] for n in style_sets)
+def alignment_headline(alignment: dict, prompt_sets: dict) -> tuple[float | None, dict[str, float]]:
+    """(mean `all` over the world sets, style accuracy of each set that names a non-plain style)."""
+    styles = {n: a["style"] for n, a in alignment.items() if "style" in a and styled(prompt_sets[n]["prompts"])}
+    return _mean(a["all"] for a in alignment.values()), styles
 
 
 def rows(results: dict) -> list[dict]:
@@ -39,7 +39,8 @@ def rows(results: dict) -> list[dict]:
             "style": style, "fd": r.get("fd", {}), "lpips": vs.get("LPIPS"), "psnr": vs.get("PSNR"),
             "ssim": vs.get("SSIM"), "clip": r.get("clip_score"), "image_reward": r.get("image_reward"),
             "image_s": cost.get("image_s"), "step_ms": cost.get("step_ms"), "batch_image_s": cost["batch_image_s"],
-            "batch_size": cost["batch_size"], "peak_mib": cost.get("peak_mib"), "variant_added_mib": cost.get("variant_added_mib"),
+            "batch_size": cost["batch_size"], "peak_mib": cost.get("peak_mib"),
+            "variant_added_mib": cost.get("variant_added_mib"),
             "memory": cost.get("memory"), "denoiser_mib": size["denoiser_mib"], "adapter_mib": size["adapter_mib"],
             "disk_mib": size["disk_mib"], "adapter_disk_mib": size["adapter_disk_mib"], "quantize_s": size["quantize_s"],
             "rank_branch": ranks["branch"], "rank_adapter": ranks["adapter"],

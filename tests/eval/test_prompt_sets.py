@@ -26,10 +26,11 @@ def test_prompt_file_and_data_build_output(tmp_path):
     assert file_set.prompts == ["a red dragon", "a blue square"] and file_set.reference is None
     assert not file_set.is_world  # "dragon": alignment cannot be scored
 
-    rows = {"short_caption": ["a red circle", "a blue cross"], "long_caption": ["", "a small blue cross on the left, on a white background"],
-            "image": ["world://plain/0/1", "world://plain/0/2"]}
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows), "val": datasets.Dataset.from_dict(rows)}).save_to_disk(
-        str(tmp_path / "subset" / "dataset"))
+    rows = datasets.Dataset.from_dict({
+        "short_caption": ["a red circle", "a blue cross"],
+        "long_caption": ["", "a small blue cross on the left, on a white background"],  # the short one stands in
+        "image": ["world://plain/0/1", "world://plain/0/2"]})
+    datasets.DatasetDict({"train": rows, "val": rows}).save_to_disk(str(tmp_path / "subset" / "dataset"))
     data = parse(f"data:{tmp_path / 'subset'}", 5)
     assert data.prompts == ["a red circle", "a small blue cross on the left, on a white background"]
     assert data.reference.shape == (2, 48, 48, 3) and data.reference_source == "data images"
