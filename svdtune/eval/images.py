@@ -60,9 +60,14 @@ def write_grids(out: Path, results: dict, evals: list[tuple[str, Path, dict]], r
 
 
 def _grid_reference(info: dict, n: int) -> np.ndarray | None:
-    """The set's reference images again, for the grid (world scenes are re-drawn: deterministic)."""
-    if info["reference"] != "rendered scenes":
-        return None
-    s = prompt_sets.parse(info["spec"], len(info["prompts"]))
-    return s.reference[:n] if s.prompts == info["prompts"] else None
+    """The set's reference images again, for the grid: world scenes are drawn again (deterministic),
+    data images read again; None when the set has none or its source no longer gives the same prompts."""
+    from svdtune.errors import UserError
 
+    if not info["reference"]:
+        return None
+    try:
+        s = prompt_sets.parse(info["spec"], len(info["prompts"]))
+    except UserError:  # e.g. a data folder moved since the eval ran
+        return None
+    return s.reference[:n] if s.prompts == info["prompts"] else None
