@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
-import logging
 import statistics
 import time
 from pathlib import Path
@@ -31,13 +30,11 @@ from svdtune.eval.cost import measure, pipeline_latency
 from svdtune.eval.environment import environment
 from svdtune.eval.features import alexnet_features
 from svdtune.eval.frechet import frechet_distance
-from svdtune.eval.images import resized
-from svdtune.eval.images import save_images, write_grids
+from svdtune.eval.images import resized, save_images, write_grids
 from svdtune.eval.metrics import lpips, psnr, ssim
 from svdtune.eval.world_bench import EVAL_SEED, alignment, evaluator_features
 from svdtune.generate import generate_images, slug
 
-log = logging.getLogger("svdtune")
 RESULTS_VERSION = 1
 
 
