@@ -80,7 +80,9 @@ def settings_line(results: dict) -> str:
             f"{env['versions'].get('diffusers')}.")
 
 
-def render_report(results: dict, title: str, preface: list[str] = ()) -> str:
+def render_report(results: dict, title: str, preface: list[str] = (), link_prefix: str = "") -> str:
+    """The markdown report; `link_prefix` (e.g. "eval/") when it is embedded in a file in another
+    folder than the eval's, so that its plot and grid links still resolve."""
     rows = summary.rows(results)
     lines = [f"# {title}", "", *preface]
     if "seconds" in results:
@@ -103,10 +105,10 @@ def render_report(results: dict, title: str, preface: list[str] = ()) -> str:
               "disk is the files as saved (a quantize folder keeps the 16-bit layers in the model's dtype).", "",
               *cost_table(rows), ""]
     for plot in results.get("plots", []):
-        lines += [f"![{Path(plot).stem}]({plot})", ""]
+        lines += [f"![{Path(plot).stem}]({link_prefix}{plot})", ""]
     if results.get("grids"):
         lines += ["## Images (each prompt's row: the reference, then every variant, same seed)", ""]
-        lines += [f"![{Path(g).stem}]({g})" for g in results["grids"]] + [""]
+        lines += [f"![{Path(g).stem}]({link_prefix}{g})" for g in results["grids"]] + [""]
     if results.get("notes"):
         lines += ["## Notes", "", *[f"- {n}" for n in results["notes"]], ""]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from svdtune.cli import main
+from svdtune.eval.report import render_report
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,7 @@ def test_eval_writes_results_report_plots_grids_and_compare_puts_two_side_by_sid
     assert len(results["plots"]) >= 2 and len(results["grids"]) == 2
     for png in results["plots"] + results["grids"]:
         assert Image.open(tmp_path / "a" / png).size[0] > 100 and f"({png})" in report
+    assert f"(eval/{results['grids'][0]})" in render_report(results, "embedded", link_prefix="eval/")
 
     # a second eval (16-bit only, no latency), then both side by side
     assert _eval(tmp_path / "b", [f"16-bit={model}"], family, "latency_repeats=0") == 0
