@@ -74,7 +74,8 @@ def latency_bars(rows: list[dict], path: Path) -> Path:
     if timed and all(r["step_ms"] is not None for r in rows):
         panels.append(("step_ms", "ms / denoising step (batch 1)"))
     colours = _colours(rows)
-    fig, subplots = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.45 * len(rows) + 1.6), squeeze=False)
+    fig, subplots = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.45 * len(rows) + 1.6), squeeze=False,
+                                 sharey=True)  # labels once, on the left: none in the way of the bar values
     labels = [r["label"] for r in rows][::-1]
     for ax, (key, name) in zip(subplots[0], panels):
         values = [r[key] for r in rows][::-1]
@@ -83,6 +84,7 @@ def latency_bars(rows: list[dict], path: Path) -> Path:
             if r["kind"] != "16-bit":
                 bar.set_hatch("//" if r["kind"] == "W4A4" else "xx")
         ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
+        ax.margins(x=0.12)
         ax.set_xlabel(name)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
