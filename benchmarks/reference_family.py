@@ -21,7 +21,7 @@ from svdtune.data import world  # noqa: E402
 from svdtune.eval.world_bench import SUITES, alignment, prompt_suite, render_scenes  # noqa: E402
 from svdtune.generate import generate_images  # noqa: E402
 from svdtune.pipelines import load_evaluator, load_pipeline  # noqa: E402
-from svdtune.quickstart import METRICS, alignment_table  # noqa: E402
+from svdtune.eval.world_bench import METRICS, alignment_table  # noqa: E402
 
 
 def main():

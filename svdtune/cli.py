@@ -20,6 +20,7 @@ log = logging.getLogger("svdtune")
 
 def _commands():
     # Imported lazily so `svdtune --help` stays fast.
+    from svdtune.app.config import DemoConfig
     from svdtune.data.build import DataBuildConfig, run_data_build
     from svdtune.data.pairs import DataPairsConfig, run_data_pairs
     from svdtune.eval.compare import CompareConfig, run_compare
@@ -45,6 +46,7 @@ def _commands():
         "export": (ExportConfig, run_export),
         "eval": (EvalConfig, run_eval),
         "compare": (CompareConfig, run_compare),
+        "demo": (DemoConfig, _run_demo),
         "data build": (DataBuildConfig, run_data_build),
         "data pairs": (DataPairsConfig, run_data_pairs),
     }
@@ -60,7 +62,8 @@ HELP = {
     "rewrite": "rewrite prompts into a domain's style: PROMPT ... --domain pastel [--rewriter RUN]",
     "export": "export trained adapters: --run RUN[:STRENGTH] (repeatable) [format=svdq-merged|folded|lora|kohya]",
     "eval": "generate prompt sets with model variants (16-bit, W4A4, W4A4 + adapter), score, cost, report",
-    "compare": "several eval outputs side by side in one report: dirs=[DIR_A,DIR_B,...]",
+    "compare": "several eval outputs side by side in one report: DIR_A DIR_B ...",
+    "demo": "gradio app: text / image / sketch to image with 16-bit, W4A4 and W4A4 + adapter variants [--host --port]",
     "info": "versions, device and the installed reference models",
 }
 DATA_HELP = {
@@ -81,14 +84,20 @@ def _data_flags(args) -> list[str]:
     return out + ([f"output_dir={args.out}"] if args.out else [])
 
 
+def _run_demo(cfg):
+    from svdtune.app.server import run_demo  # imports gradio: only when the demo runs
+
+    return run_demo(cfg)
+
+
 def _flag_overrides(args) -> list[str]:
     """Flags that are shorthands for overrides: --prompt (prompts=), --run (runs=), --model, --backend,
-    --domain, --rewriter."""
+    --domain, --rewriter, --host, --port."""
     out = []
     for flag, key in (("prompt", "prompts"), ("run", "runs")):
         if getattr(args, flag, None):
             out.append(f"{key}={json.dumps(getattr(args, flag))}")
-    return out + [f"{key}={getattr(args, key)}" for key in ("model", "backend", "domain", "rewriter")
+    return out + [f"{key}={getattr(args, key)}" for key in ("model", "backend", "domain", "rewriter", "host", "port")
                   if getattr(args, key, None)]
 
 
@@ -145,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--rewriter", help="train-rewriter run folder, or a causal LM (smollm2: untuned)")
         if name == "export":
             p.add_argument("--run", action="append", help="training run folder, optionally :strength (repeatable)")
+        if name == "demo":
+            p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
+            p.add_argument("--port", type=int, help="port (default 7860)")
     data = sub.add_parser("data", help="domain subsets and rewrite pairs from caption datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="step")
     for name, text in DATA_HELP.items():
@@ -172,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.overrides)
         if args.command.startswith("data "):
             overrides = _data_flags(args) + overrides
+        if args.command == "compare":  # `svdtune compare DIR_A DIR_B`: bare arguments are eval folders
+            dirs = [o for o in overrides if "=" not in o]
+            overrides = [o for o in overrides if "=" in o] + ([f"dirs={json.dumps(dirs)}"] if dirs else [])
         if args.command == "rewrite":  # bare arguments are prompts
             args.prompt = (args.prompt or []) + [o for o in overrides if "=" not in o]
             overrides = [o for o in overrides if "=" in o]

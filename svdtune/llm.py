@@ -79,18 +79,30 @@ def resolve_llm(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_causal_lm(name_or_path: str = DEFAULT_LLM, dtype: str = "float32", device: str = "cpu"):
-    """(model, tokenizer) in eval mode; the tokenizer pads on the left, as batched generation needs."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(name_or_path: str = DEFAULT_LLM):
+    """The model's tokenizer, padding on the left (as batched generation needs)."""
+    from transformers import AutoTokenizer
 
-    path = resolve_llm(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_llm(name_or_path))
     except OSError as e:
-        raise UserError(f"cannot load the causal LM {name_or_path!r}: {e}") from None
+        raise UserError(f"cannot load the tokenizer of {name_or_path!r}: {e}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str = DEFAULT_LLM, dtype: str = "float32", device: str = "cpu", **kwargs):
+    """(model, tokenizer) in eval mode; kwargs go to `from_pretrained` (a quantization_config)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_llm(name_or_path), dtype=getattr(torch, dtype), **kwargs)
+    except OSError as e:
+        raise UserError(f"cannot load the causal LM {name_or_path!r}: {e}") from None
+    if "quantization_config" not in kwargs:  # bitsandbytes places the weights it quantized itself
+        model = model.to(device)
     return model.eval(), tokenizer

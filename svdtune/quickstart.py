@@ -1,33 +1,32 @@
-"""`svdtune quickstart`: generate a fixed prompt set with each reference model, score it, report.
+"""`svdtune quickstart`: the whole job on the reference models, ending with the evaluation report.
 
     ./launch.sh quickstart [key=value ...]     e.g. prompts_per_suite=24 models=[ref-dit]
 
-Writes report.md (alignment and cost tables), results.json, one captioned grid PNG per model and
-the resolved config to output_dir.
+1. the data stage for a world-style domain (its subset and rewrite pairs);
+2. a short domain adapter on the 4-bit `adapter_model` (distillation + the domain loss);
+3. a short prompt rewriter on the pairs, then plain vs rewritten prompts through that model;
+4. SVDQuant W4A4 of each model (saved under quant/);
+5. `svdtune eval` of 16-bit vs W4A4 vs W4A4 + adapter (eval/: results.json, plots, grids).
+Writes report.md (all of it), results.json and the resolved config to output_dir.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import platform
-import statistics
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from svdtune.config import atomic_write_text, save_config
+from svdtune.config import atomic_write_text, load_config, save_config
 from svdtune.eval.cost import measure
 from svdtune.eval.grid import save_grid
-from svdtune.eval.metrics import psnr
-from svdtune.eval.world_bench import SUITES, alignment, prompt_suite, render_scenes
-from svdtune.generate import generate_images, slug
-from svdtune.pipelines import call_kwargs
-from svdtune.quant import CalibrationConfig, QuantConfig, quantize, size_summary
-from svdtune.quant.quantize import denoiser_of
+from svdtune.eval.world_bench import METRICS, SUITES
+from svdtune.generate import slug
+from svdtune.quant import CalibrationConfig, QuantConfig
 
-METRICS = ("colour", "shape", "size", "position", "all")
+REWRITE_GRID = "rewrites.png"
 
 
 @dataclasses.dataclass
@@ -44,8 +43,7 @@ class QuickstartConfig:
     dtype: str = "float32"
     device: str = "cpu"
     output_dir: str = "runs/quickstart"
-    # W4A4 SVDQuant of each model, calibrated on world captions, run on the same prompts and seeds
-    # (quantize: false skips it).
+    # W4A4 SVDQuant of each model, calibrated on world captions (quantize: false skips it).
     quantize: bool = True
     quant: QuantConfig = dataclasses.field(default_factory=lambda: QuantConfig(
         calibration=CalibrationConfig(prompts=32, steps=20, guidance=4.0, batch_size=32)))
@@ -56,6 +54,11 @@ class QuickstartConfig:
     adapter_model: str = "ref-unet"
     adapter_steps: int = 200
     adapter_overrides: list[str] = dataclasses.field(default_factory=list)  # key=value for its TrainConfig
+    # A short prompt-rewriter run on the domain's pairs, then plain vs rewritten prompts through the
+    # 4-bit model with the adapter (0 steps skips it).
+    rewriter_steps: int = 30
+    rewriter_prompts: int = 16
+    rewriter_overrides: list[str] = dataclasses.field(default_factory=list)  # key=value for RewriterTrainConfig
 
     def validate(self):
         for s in self.suites:
@@ -65,78 +68,53 @@ class QuickstartConfig:
             raise ValueError("steps, prompts_per_suite and latency_repeats must be positive integers")
 
 
-def grid_name(model: str) -> str:
-    return f"{slug(Path(model).name)}-grid.png"
-
-
-def model_cost(pipe, steps: int, repeats: int, device: str, disk_mib: float | None = None) -> dict:
-    """Warm single-image latency (median), per-step time from a 1-step vs `steps`-step difference."""
-    def timed(n_steps):
-        runs = []
-        for r in range(repeats):
-            with measure(device) as cost:
-                pipe(prompt="a large red circle in the center, on a white background", num_inference_steps=n_steps,
-                     generator=torch.Generator().manual_seed(r), output_type="np", **call_kwargs(pipe))
-            runs.append(cost)
-        return statistics.median(c.seconds for c in runs), max(c.peak_bytes for c in runs)
-
-    timed(1)  # warm-up
-    one, _ = timed(1)
-    full, peak = timed(steps)
-    denoiser = denoiser_of(pipe)
-    folder = Path(pipe.config._name_or_path) if hasattr(pipe.config, "_name_or_path") else None
-    return {
-        "latency_s": full, "step_ms": 1000 * (full - one) / max(steps - 1, 1), "peak_rss_mib": peak / 2**20,
-        "denoiser_params_m": sum(p.numel() for p in denoiser.parameters()) / 1e6,
-        "disk_mib": disk_mib if disk_mib is not None else
-        sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20 if folder and folder.is_dir() else None,
-    }
-
-
 def run_quickstart(cfg: QuickstartConfig) -> Path:
-    from svdtune.pipelines import load_evaluator, load_pipeline
-
     out = Path(cfg.output_dir)
     save_config(cfg, out)
-    evaluator = load_evaluator(cfg.evaluator or None)
-    suites = {name: prompt_suite(name, cfg.prompts_per_suite) for name in cfg.suites}
-    prompts = {name: [s.detailed_caption() for s in scenes] for name, scenes in suites.items()}
-    results = {"alignment": {"rendered (ceiling)": {n: alignment(evaluator, render_scenes(s), prompts[n])
-                                                    for n, s in suites.items()}}, "cost": {}}
-    results["quantized"] = {}
+    results = {}
+    adapter_run = None
     if cfg.domain:
         results["data"] = domain_data(cfg, out / "data")
         if cfg.adapter_steps:
             results["adapter"] = domain_adapter(cfg, results["data"]["subset"]["dir"], out / "adapter")
+            adapter_run = results["adapter"]["dir"]
+        if cfg.rewriter_steps:
+            results["rewriter"] = domain_rewriter(cfg, results["data"]["pairs"]["dir"], out / "rewriter", adapter_run,
+                                                  out / REWRITE_GRID)
+    variants = []
     for model in cfg.models:
-        pipe = load_pipeline(model, cfg.dtype, cfg.device)
-        results["cost"][model] = model_cost(pipe, cfg.steps, cfg.latency_repeats, cfg.device)
-        images = {"16-bit": run_suites(pipe, prompts, cfg)}
-        results["alignment"][model] = score_suites(evaluator, images["16-bit"], prompts)
-        if cfg.quantize:  # quantize the denoiser in place, then the same prompts and seeds again
-            key = f"{model} W4A4"
-            with measure(cfg.device) as qcost:
-                denoiser = quantize(pipe, cfg.quant)
-            size = size_summary(denoiser)
-            results["cost"][key] = model_cost(pipe, cfg.steps, cfg.latency_repeats, cfg.device,
-                                              size["denoiser_quantized_bytes"] / 2**20)
-            images["W4A4"] = run_suites(pipe, prompts, cfg)
-            results["alignment"][key] = score_suites(evaluator, images["W4A4"], prompts)
-            results["quantized"][key] = {
-                "seconds": qcost.seconds, "peak_mib": qcost.peak_mib, "layers": len(denoiser.svdtune_quant.layers),
-                "layers_ratio": size["layers_ratio"],
-                "psnr_vs_16bit": float(np.mean([psnr(images["W4A4"][n], images["16-bit"][n]).mean() for n in prompts])),
-            }
-        # 16-bit and W4A4 rows of each suite next to each other
-        rows = [(label, name) for name in prompts for label in images]
-        save_grid(out / grid_name(model), np.concatenate([images[label][name][:8] for label, name in rows]),
-                  [f"{label}: {p}" for label, name in rows for p in prompts[name][:8]], ncols=8, scale=3)
-        del pipe
-    results["settings"] = dataclasses.asdict(cfg) | {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                                                    "machine": platform.processor() or platform.machine()}
+        name = Path(model).name
+        variants.append(f"{name} 16-bit={model}")
+        if cfg.quantize:
+            variants.append(f"{name} W4A4={quantize_model(cfg, model, out / 'quant' / slug(name))}")
+    if adapter_run:
+        variants.append(f"{Path(cfg.adapter_model).name} W4A4 + {cfg.domain}={adapter_run}")
+    results["eval"] = evaluate(cfg, variants, out / "eval")
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     atomic_write_text(out / "report.md", report(results, cfg))
     return out
+
+
+def quantize_model(cfg: QuickstartConfig, model: str, folder: Path) -> Path:
+    """SVDQuant W4A4 of the model's denoiser, saved (its manifest records the time it took)."""
+    from svdtune.pipelines import load_pipeline
+    from svdtune.quant import quantize, save_quantized
+
+    pipe = load_pipeline(model, cfg.dtype, cfg.device)
+    save_quantized(quantize(pipe, cfg.quant), folder, source=model)
+    return folder
+
+
+def evaluate(cfg: QuickstartConfig, variants: list[str], out: Path) -> dict:
+    from svdtune.eval.harness import EvalConfig, run_eval
+
+    sets = cfg.suites + ([f"domain:{cfg.domain}"] if cfg.domain else [])
+    run = run_eval(load_config(EvalConfig, None, [
+        f"variants={json.dumps(variants)}", f"prompts={json.dumps(sets)}", f"prompts_per_set={cfg.prompts_per_suite}",
+        f"steps={cfg.steps}", f"guidance_scale={cfg.guidance_scale}", f"seed={cfg.seed}", f"batch_size={cfg.batch_size}",
+        f"latency_repeats={cfg.latency_repeats}", f"dtype={cfg.dtype}", f"device={cfg.device}",
+        f"evaluator={cfg.evaluator}", f"output_dir={out}"]))
+    return json.loads((run / "results.json").read_text())
 
 
 def domain_data(cfg: QuickstartConfig, out: Path) -> dict:
@@ -174,38 +152,62 @@ def domain_adapter(cfg: QuickstartConfig, data_dir: str, out: Path) -> dict:
             "before": summary["validation_start"], "after": summary["validation"], "loss": summary["last"]["loss"]}
 
 
-def run_suites(pipe, prompts: dict[str, list[str]], cfg: QuickstartConfig) -> dict[str, np.ndarray]:
-    return {name: generate_images(pipe, p, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size)[0]
-            for name, p in prompts.items()}
+def domain_rewriter(cfg: QuickstartConfig, pairs_dir: str, out: Path, adapter_run: str | None, grid: Path) -> dict:
+    """`svdtune train-rewriter` for a few steps on the domain's pairs; then the held-out plain
+    prompts and their rewrites through the 4-bit model with the adapter (same seeds), scored."""
+    from svdtune.config import load_config
+    from svdtune.eval import variants
+    from svdtune.eval.rewrites import rewrite_effect
+    from svdtune.pipelines import load_evaluator
+    from svdtune.rewrite.rewriter import Rewriter
+    from svdtune.train.rewriter import RewriterTrainConfig, load_pairs, train_rewriter
+
+    with measure(cfg.device) as cost:
+        run = train_rewriter(load_config(RewriterTrainConfig, "configs/rewriter/world.yaml", [
+            f"data=[{pairs_dir}]", f"output_dir={out}", f"steps={cfg.rewriter_steps}", "eval_pairs=32",
+            f"device={cfg.device}", *cfg.rewriter_overrides]))
+    summary = json.loads((run / "summary.json").read_text())
+    plains = load_pairs([pairs_dir], "val")["plain"][:cfg.rewriter_prompts]
+    rewrites = [r.text for r in Rewriter.load(str(run)).rewrite(plains, cfg.domain)]
+    result = {"dir": str(run), "steps": cfg.rewriter_steps, "seconds": cost.seconds, "held_out": summary["held_out"],
+              "examples": list(zip(plains, rewrites))}
+    if adapter_run:
+        pipe = variants.load(variants.classify("adapter", adapter_run), device=cfg.device)
+        effect = rewrite_effect(pipe, load_evaluator(cfg.evaluator or None), plains,
+                                {"plain": plains, "rewritten": rewrites}, cfg.domain, cfg.steps,
+                                cfg.guidance_scale, cfg.seed, cfg.batch_size)
+        images = effect.pop("images")
+        n = min(8, len(plains))
+        save_grid(grid, np.concatenate([images["plain"][:n], images["rewritten"][:n]]),
+                  [f"plain: {p}" for p in plains[:n]] + [f"rewritten: {r}" for r in rewrites[:n]], ncols=n, scale=3)
+        result["end_to_end"] = effect
+    return result
 
 
-def score_suites(evaluator, images: dict[str, np.ndarray], prompts: dict[str, list[str]]) -> dict:
-    return {name: alignment(evaluator, images[name], p) for name, p in prompts.items()}
-
-
-def alignment_table(alignment_results: dict) -> str:
-    lines = ["| model | suite | " + " | ".join(METRICS) + " |", "|---|---|" + "---:|" * len(METRICS)]
-    for model, by_suite in alignment_results.items():
-        for suite, m in by_suite.items():
-            lines.append(f"| {model} | {suite} | " + " | ".join(f"{m[k]:.1f}" for k in METRICS) + " |")
-    return "\n".join(lines)
+def rewriter_section(rewriter: dict | None, cfg: QuickstartConfig) -> list[str]:
+    if not rewriter:
+        return []
+    h = rewriter["held_out"]
+    lines = [f"## Prompt rewriter: {cfg.domain}", "",
+             f"SmolLM2-135M-Instruct + LoRA, {rewriter['steps']} steps in {rewriter['seconds']:.0f} s (`{rewriter['dir']}`). "
+             f"On {h['n']} held-out pairs: chrF {h['chrf']:.1f}, content words kept {h['retention']:.1f} %, "
+             f"style terms in {h['style_rate']:.1f} % of rewrites.", "",
+             "| plain prompt | rewritten |", "|---|---|",
+             *[f"| {p} | {r} |" for p, r in rewriter["examples"][:6]], ""]
+    e2e = rewriter.get("end_to_end")
+    if e2e:
+        keys = ("style", "colour", "shape", "count", "all_objects")
+        lines += [f"Plain prompts vs their rewrites through the 4-bit {cfg.adapter_model} with the {cfg.domain} adapter "
+                  "(same seeds; evaluator %, alignment against the plain prompt's objects):", "",
+                  "| prompts | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys),
+                  *[f"| {name} | " + " | ".join(f"{e2e[name][k]:.1f}" for k in keys) + " |" for name in ("plain", "rewritten")],
+                  "", f"![plain vs rewritten]({REWRITE_GRID})", ""]
+    return lines
 
 
 def report(results: dict, cfg: QuickstartConfig) -> str:
-    cost = ["| model | denoiser params (M) | on disk (MiB) | latency / image (s) | per step (ms) | peak RSS (MiB) |",
-            "|---|---:|---:|---:|---:|---:|"]
-    for model, c in results["cost"].items():
-        disk = f"{c['disk_mib']:.1f}" if c["disk_mib"] is not None else "-"
-        cost.append(f"| {model} | {c['denoiser_params_m']:.2f} | {disk} | {c['latency_s']:.3f} | "
-                    f"{c['step_ms']:.1f} | {c['peak_rss_mib']:.0f} |")
-    quant = ["| model | PSNR vs 16-bit (dB) | quantized layers | their size vs 16-bit | calibrate + quantize (s) | peak RSS (MiB) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for model, q in results.get("quantized", {}).items():
-        quant.append(f"| {model} | {q['psnr_vs_16bit']:.2f} | {q['layers']} | {q['layers_ratio']:.3f}x | "
-                     f"{q['seconds']:.1f} | {q['peak_mib']:.0f} |")
-    quant_section = ["## W4A4 (SVDQuant) against 16-bit, same prompts and seeds", "",
-                     "Latency of W4A4 models is the fake-quant path (no fused kernel yet).", "", *quant, ""] \
-        if results.get("quantized") else []
+    from svdtune.eval.report import render_report
+
     data = results.get("data")
     data_section = [f"## Domain data: {data['domain']}", "",
                     f"From {data['read']} world records: a subset of {data['subset']['train']} train + "
@@ -221,17 +223,7 @@ def report(results: dict, cfg: QuickstartConfig) -> str:
                        *[f"| {label} | {m.get('style', float('nan')):.1f} | " + " | ".join(f"{m[k]:.1f}" for k in METRICS) + " |"
                          for label, m in (("W4A4, before", adapter["before"]), ("W4A4 + adapter", adapter["after"]))],
                        ""] if adapter else []
-    return "\n".join([
-        "# svdtune quickstart", "",
-        f"{cfg.prompts_per_suite} prompts per suite, {cfg.steps} steps, guidance {cfg.guidance_scale}, seed {cfg.seed}, "
-        f"{cfg.dtype} on {cfg.device} ({torch.get_num_threads()} threads).", "",
-        "## Prompt alignment (world evaluator, % correct)", "",
-        "`all`: every object has the right shape, colour, size and place, and nothing extra is drawn.", "",
-        alignment_table(results["alignment"]), "",
-        *quant_section,
-        *data_section,
-        *adapter_section,
-        "## Cost (batch 1, warm, median)", "", *cost, "",
-        "## Images (16-bit and W4A4 rows of each suite side by side)", "",
-        *[f"![{m}]({grid_name(m)})" for m in cfg.models], "",
-    ])
+    intro = [f"{cfg.prompts_per_suite} prompts per set, {cfg.steps} steps, guidance {cfg.guidance_scale}, seed {cfg.seed}, "
+             f"{cfg.dtype} on {cfg.device} ({torch.get_num_threads()} threads).", "",
+             *data_section, *adapter_section, *rewriter_section(results.get("rewriter"), cfg)]
+    return render_report(results["eval"], "svdtune quickstart", preface=intro, link_prefix="eval/")

@@ -53,3 +53,15 @@ def evaluator_features(evaluator: ev.WorldEvaluator, images: np.ndarray | torch.
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images).permute(0, 3, 1, 2)
     return torch.cat([evaluator(images[i:i + batch_size].float())["features"] for i in range(0, len(images), batch_size)])
+
+
+METRICS = ("colour", "shape", "size", "position", "all")
+
+
+def alignment_table(by_model: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Markdown table of alignment scores: {model: {suite: scores}}."""
+    lines = ["| model | suite | " + " | ".join(METRICS) + " |", "|---|---|" + "---:|" * len(METRICS)]
+    for model, by_suite in by_model.items():
+        for suite, m in by_suite.items():
+            lines.append(f"| {model} | {suite} | " + " | ".join(f"{m[k]:.1f}" for k in METRICS) + " |")
+    return "\n".join(lines)

@@ -27,3 +27,14 @@ def rewrite_scores(plains: list[str], rewrites: list[str], references: list[str]
         "mean_words": statistics.fmean(len(r.split()) for r in rewrites) if rewrites else 0.0,
         "n": len(rewrites),
     }
+
+
+def score_rewriter(rewriter, pairs) -> dict:
+    """`rewrite_scores` of a Rewriter's greedy answers (raw, before guardrails) to a pairs dataset
+    (columns domain, plain, styled), with one example answer."""
+    from svdtune.data.domains import load_domain
+
+    domains = {d: load_domain(d) for d in set(pairs["domain"])}
+    answers = rewriter.generate(pairs["plain"], [domains[d] for d in pairs["domain"]], "greedy")
+    suffixes = [domains[d].style_suffix for d in pairs["domain"]]
+    return rewrite_scores(pairs["plain"], answers, pairs["styled"], suffixes) | {"example": answers[0] if answers else ""}

@@ -111,12 +111,13 @@ class Rewriter:
         return kwargs
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], domain: Domain, strategy: str) -> list[str]:
-        """Cleaned answers for already-prepared prompts, in batches."""
+    def generate(self, prompts: list[str], domain: Domain | list[Domain], strategy: str) -> list[str]:
+        """Cleaned answers for already-prepared prompts (one domain, or one per prompt), in batches."""
+        domains = domain if isinstance(domain, list) else [domain] * len(prompts)
         out = []
         for start in range(0, len(prompts), self.decoding.batch_size):
             chunk = prompts[start:start + self.decoding.batch_size]
-            texts = [render(self.tokenizer, domain, p) for p in chunk]
+            texts = [render(self.tokenizer, d, p) for d, p in zip(domains[start:start + len(chunk)], chunk)]
             inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
             torch.manual_seed(self.decoding.seed + start)
             ids = self.model.generate(**inputs, **self.generation_kwargs(strategy, len(chunk)))

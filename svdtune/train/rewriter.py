@@ -35,6 +35,7 @@ from svdtune.data.domains import load_domain
 from svdtune.errors import UserError
 from svdtune.quant.config import QuantConfig
 from svdtune.rewrite.chat import IGNORE, encode_pair
+from svdtune.rewrite.rewriter import DecodingConfig
 from svdtune.train.config import OptimSettings
 from svdtune.train.loop import (append_history, make_accelerator, make_optimizer, own_rows, peak_memory_mib,
                                 register_adapter_hooks, resume, save_checkpoint, tracker_kwargs)
@@ -61,13 +62,14 @@ class RewriterTrainConfig:
     output_dir: str = "runs/rewriter/world"
     adapter_name: str = "default"
     seed: int = 0
-    steps: int = 150
+    steps: int = 60
     batch_size: int = 16                      # per process and micro-step
     grad_accum: int = 1
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     lora: RewriterLora = dataclasses.field(default_factory=RewriterLora)
     optim: OptimSettings = dataclasses.field(default_factory=lambda: OptimSettings(lr=3e-4, warmup=10))
     eval_pairs: int = 64                      # held-out pairs rewritten at the end (summary.json)
+    decoding: DecodingConfig = dataclasses.field(default_factory=DecodingConfig)  # for those rewrites
     save_every: int = 50
     keep_last: int = 2
     resume: str = ""                          # "latest", a checkpoint folder, or ""
@@ -85,6 +87,7 @@ class RewriterTrainConfig:
             raise ValueError("data must name at least one `svdtune data pairs` output folder")
         if self.lora.rank <= 0:
             raise ValueError(f"lora.rank must be positive, got {self.lora.rank}")
+        self.decoding.validate()
 
 
 # ---------------------------------------------------------------- data
@@ -114,15 +117,29 @@ def encode_pairs(pairs, tokenizer, max_tokens: int) -> tuple[list[dict], int]:
 
 
 def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch; padding is masked out of attention and loss."""
+    """Left-padded batch (every answer ends at the last position); padding is masked out of
+    attention and loss, and positions count from each row's first real token."""
     width = max(len(r["input_ids"]) for r in rows)
     ids = torch.full((len(rows), width), pad_id)
     labels = torch.full((len(rows), width), IGNORE)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         n = len(r["input_ids"])
-        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        ids[i, width - n:], labels[i, width - n:], mask[i, width - n:] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp_min(0)}
+
+
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token cross-entropy on the answer tokens, with the LM head applied only to the last
+    positions that predict them: the vocabulary projection of the instruction and prompt (most
+    of each chat) is neither computed nor kept for backward."""
+    labels = batch["labels"]
+    answer = (labels != IGNORE).any(0).nonzero()
+    keep = labels.shape[1] - int(answer[0]) + 1 if len(answer) else 1
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"], logits_to_keep=keep).logits
+    targets = labels[:, labels.shape[1] - keep + 1:]
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
 
 
 # ---------------------------------------------------------------- model
@@ -130,17 +147,13 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
 def load_base(cfg: RewriterTrainConfig, device, out: Path | None = None, calibration: list[dict] | None = None):
     """(base model, tokenizer), 4-bit when asked. The SVDQuant base is made once (from the
     `calibration` chats) and kept in out/backbone, so resumed runs and inference share it."""
-    from svdtune.llm import load_causal_lm, resolve_llm
+    from svdtune.llm import load_causal_lm
 
     if cfg.base_quant == "nf4":
-        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+        from transformers import BitsAndBytesConfig
 
-        path = resolve_llm(cfg.base)
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb, dtype=torch.bfloat16)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-        return model, tokenizer
+        return load_causal_lm(cfg.base, "bfloat16", quantization_config=bnb)
     model, tokenizer = load_causal_lm(cfg.base, "float32", str(device))
     if cfg.base_quant == "svdquant":
         from svdtune.quant.serialize import MANIFEST, load_quantized, save_quantized
@@ -168,7 +181,7 @@ def quantize_llm(model, quant: QuantConfig, chats: list[dict], pad_id: int, batc
     with Recording(layers, sample_tokens=cfg.calibration.sample_tokens, seed=cfg.calibration.seed) as rec:
         for i in tqdm(range(0, len(chats), batch_size), desc="calibrate"):
             batch = collate(chats[i:i + batch_size], pad_id)
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"])
     quantize(model, quant, calibration=rec.stats())
 
 
@@ -227,9 +240,9 @@ def train_rewriter(cfg: RewriterTrainConfig) -> Path:
     main = acc.is_main_process
     if main:
         save_config(cfg, out)
-    from svdtune.llm import load_causal_lm
+    from svdtune.llm import load_tokenizer
 
-    _, tokenizer = load_causal_lm(cfg.base)  # the tokenizer first: the SVDQuant base calibrates on chats
+    tokenizer = load_tokenizer(cfg.base)  # the chats first: the SVDQuant base calibrates on them
     train, skipped = encode_pairs(load_pairs(cfg.data, "train"), tokenizer, cfg.max_tokens)
     if not train:
         raise UserError(f"no training pair of {cfg.data} fits max_tokens={cfg.max_tokens}")
@@ -265,7 +278,7 @@ def train_rewriter(cfg: RewriterTrainConfig) -> Path:
             own = rows[own_rows(micro, acc.process_index, acc.num_processes, cfg.batch_size)]
             batch = {k: v.to(acc.device) for k, v in collate([train[i] for i in own], tokenizer.pad_token_id).items()}
             with (nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(model)), acc.autocast():
-                loss = model(**batch).loss
+                loss = answer_loss(model, batch)
             acc.backward(loss / cfg.grad_accum)
             loss_total += loss.item() / cfg.grad_accum
         grad_norm = acc.clip_grad_norm_(params, cfg.optim.max_grad_norm)
@@ -297,25 +310,19 @@ def train_rewriter(cfg: RewriterTrainConfig) -> Path:
 
 @torch.no_grad()
 def held_out_scores(cfg: RewriterTrainConfig, model, tokenizer, device) -> dict:
-    """Loss on the held-out pairs, and the model's own rewrites of the first `eval_pairs` scored."""
-    from svdtune.rewrite.metrics import rewrite_scores
+    """Loss on held-out pairs (`eval_pairs` of them, drawn across domains), and the model's own
+    rewrites of them scored."""
+    from svdtune.rewrite.metrics import score_rewriter
     from svdtune.rewrite.rewriter import Rewriter
 
     pairs = load_pairs(cfg.data, "val")
     if not len(pairs):
         return {}
-    pairs = pairs.select(range(min(cfg.eval_pairs, len(pairs))))
+    pairs = pairs.shuffle(seed=cfg.seed).select(range(min(cfg.eval_pairs, len(pairs))))
     chats, _ = encode_pairs(pairs, tokenizer, cfg.max_tokens)
-    losses = [model(**{k: v.to(device) for k, v in collate(chats[i:i + 16], tokenizer.pad_token_id).items()}).loss.item()
+    losses = [answer_loss(model, {k: v.to(device) for k, v in collate(chats[i:i + 16], tokenizer.pad_token_id).items()}).item()
               for i in range(0, len(chats), 16)]
-    rewriter = Rewriter(model, tokenizer)
-    outputs = []
-    for domain in dict.fromkeys(pairs["domain"]):
-        rows = [i for i, d in enumerate(pairs["domain"]) if d == domain]
-        outputs += [(i, a) for i, a in zip(rows, rewriter.generate([pairs["plain"][i] for i in rows], load_domain(domain), "greedy"))]
-    answers = [a for _, a in sorted(outputs)]
-    suffixes = [load_domain(d).style_suffix for d in pairs["domain"]]
-    return {"loss": sum(losses) / len(losses)} | rewrite_scores(pairs["plain"], answers, pairs["styled"], suffixes)
+    return {"loss": sum(losses) / len(losses)} | score_rewriter(Rewriter(model, tokenizer, cfg.decoding), pairs)
 
 
 def export_merged(run: str | Path, out: str | Path) -> Path:

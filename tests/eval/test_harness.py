@@ -57,7 +57,7 @@ def test_eval_writes_results_report_plots_grids_and_compare_puts_two_side_by_sid
 
     # a second eval (16-bit only, no latency), then both side by side
     assert _eval(tmp_path / "b", [f"16-bit={model}"], family, "latency_repeats=0") == 0
-    assert main(["compare", f"dirs=[{tmp_path / 'a'}, {tmp_path / 'b'}]", f"output_dir={tmp_path / 'c'}"]) == 0
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), f"output_dir={tmp_path / 'c'}"]) == 0
     merged = json.loads((tmp_path / "c" / "compare.json").read_text())
     assert list(merged["variants"]) == ["a: 16-bit", "a: W4A4", "b: 16-bit"]
     report = (tmp_path / "c" / "report.md").read_text()
@@ -76,7 +76,7 @@ def test_eval_writes_results_report_plots_grids_and_compare_puts_two_side_by_sid
     (["eval", "variants=[ref-unet]"], "'ref-unet' is not label=spec"),
     (["eval", "prompts=[single, suite:nine]"], "'suite:nine' names no prompt suite"),
     (["eval", "steps=0"], "steps must be a positive integer, got 0"),
-    (["compare", "dirs=[/no/a, /no/b]"], "'/no/a' is not a `svdtune eval` output (no results.json in it)"),
+    (["compare", "/no/a", "/no/b"], "'/no/a' is not a `svdtune eval` output (no results.json in it)"),
     (["compare", "dirs=[/no/a]"], "dirs must name at least two"),
 ])
 def test_bad_input_is_one_clear_line(args, message, capsys, tmp_path):

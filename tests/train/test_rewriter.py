@@ -75,3 +75,28 @@ def test_bad_config_is_named(tiny_llm, world_pairs, tmp_path):
         train_rewriter(config(tiny_llm, world_pairs, tmp_path / "y", "steps=1", "lora.target=nothing_here$"))
     with pytest.raises(UserError, match="not a train-rewriter run"):
         load_tuned(tmp_path / "nowhere")
+
+
+def test_nf4_base_is_qlora(tiny_llm, world_pairs, tmp_path):
+    import bitsandbytes as bnb
+
+    run = train_rewriter(config(tiny_llm, world_pairs, tmp_path / "nf4", "steps=1", "base_quant=nf4"))
+    model, _ = load_tuned(run)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert sum("lora_A" in n for n, _ in model.named_parameters()) == 14
+
+
+def test_answer_loss_equals_the_full_model_loss(tiny_llm, world_pairs):
+    """The LM head on the answer positions only gives transformers' own loss, right-padded and all."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from svdtune.train.rewriter import answer_loss, collate, encode_pairs, load_pairs
+
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_llm).eval(), AutoTokenizer.from_pretrained(tiny_llm)
+    chats, _ = encode_pairs(load_pairs([str(p) for p in world_pairs], "train").select(range(6)), tok, 512)
+    with torch.no_grad():
+        ours = answer_loss(model, collate(chats, tok.pad_token_id))
+        answers = [sum(label != -100 for label in c["labels"]) for c in chats]  # one row at a time, unpadded
+        total = sum(model(input_ids=torch.tensor([c["input_ids"]]), labels=torch.tensor([c["labels"]])).loss * n
+                    for c, n in zip(chats, answers))
+    assert relative_error(ours, total / sum(answers)) < 1e-5
