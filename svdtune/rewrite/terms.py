@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 
 FUNCTION_WORDS = frozenset("""
 a an the this that these those some any each every no
@@ -45,9 +46,10 @@ def content_words(text: str) -> list[str]:
 
 
 def missing_words(prompt: str, rewrite: str) -> list[str]:
-    """Content words of `prompt` that `rewrite` lost."""
-    kept = {stem(w) for w in words(rewrite)}
-    return [w for w in content_words(prompt) if w not in kept]
+    """Content words of `prompt` that `rewrite` lost, or has fewer times than the prompt (so
+    "a blue cross and a blue cross" needs two crosses)."""
+    asked, kept = (Counter(stem(w) for w in words(t) if w not in FUNCTION_WORDS) for t in (prompt, rewrite))
+    return [w for w in content_words(prompt) if kept[w] < asked[w]]
 
 
 def style_terms(style_suffix: str) -> list[str]:

@@ -13,6 +13,7 @@ def test_missing_words_names_what_the_rewrite_dropped():
     assert missing_words("a red circle", styled) == []
     assert missing_words("red circles", styled) == []  # plural in the prompt, singular in the rewrite
     assert missing_words("a red circle and a blue square", styled) == ["blue", "square"]
+    assert missing_words("a blue cross and a blue cross", "a small blue cross at the top") == ["blue", "cross"]
 
 
 def test_style_terms_match_word_for_word():
