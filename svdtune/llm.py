@@ -61,6 +61,11 @@ def smollm2_checkpoint() -> Path:
     config.pop("quantization_config", None)
     model = AutoModelForCausalLM.from_config(type(gguf_model.config).from_dict(config))
     model.load_state_dict(gguf_model.state_dict())
+    return save_pretrained_atomic(model, tokenizer, folder)
+
+
+def save_pretrained_atomic(model, tokenizer, folder: Path) -> Path:
+    """model + tokenizer `save_pretrained` into a temporary folder, then swapped in."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

@@ -1,7 +1,7 @@
 """`svdtune train-rewriter`: LoRA SFT of a small causal LLM on (plain -> domain style) prompt pairs.
 
     svdtune data pairs --domain pastel --sources world=2000 --out data/pastel-pairs    # per domain
-    svdtune train-rewriter --config configs/rewriter/world.yaml [steps=150 resume=latest ...]
+    svdtune train-rewriter --config configs/rewriter/world.yaml [steps=100 resume=latest ...]
     ./launch.sh train-rewriter --nproc 2 --config configs/rewriter/world.yaml          # DDP
 
 Each pair becomes a chat: an instruction naming the pair's domain and quoting its style terms,
@@ -327,7 +327,7 @@ def held_out_scores(cfg: RewriterTrainConfig, model, tokenizer, device) -> dict:
 
 def export_merged(run: str | Path, out: str | Path) -> Path:
     """The run's adapter folded into a 16-bit base: a plain transformers checkpoint + tokenizer."""
-    import shutil
+    from svdtune.llm import save_pretrained_atomic
 
     run, out = Path(run), Path(out)
     cfg = load_config(RewriterTrainConfig, run / "config.yaml")
@@ -335,10 +335,4 @@ def export_merged(run: str | Path, out: str | Path) -> Path:
         raise UserError(f"{run}: the adapter was trained on a {cfg.base_quant} base; a merged 16-bit export would "
                         "not be the trained model (use the adapter with that base)")
     model, tokenizer = load_tuned(run, "float32")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    return save_pretrained_atomic(model, tokenizer, out)
