@@ -41,14 +41,37 @@ pip_install() {
   "$VENV/bin/python" -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 
+# The browser test (tests/app/test_browser.py) drives headless Chromium from Debian's packages. They are
+# installed here when missing and apt can (as root, or with password-less sudo); otherwise that test
+# skips and says how to install them.
+browser_packages() {
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
+  command -v apt-get >/dev/null 2>&1 || return 0
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    if ! { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; then
+      echo "[launch] chromium / chromium-driver missing and apt needs root: the browser test will skip" >&2
+      return 0
+    fi
+    sudo=(sudo -n)
+  fi
+  echo "[launch] installing chromium and chromium-driver (Debian packages) for the browser test" >&2
+  local apt_log="$VENV/apt-chromium.log"
+  if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+           chromium chromium-driver; } >"$apt_log" 2>&1; then
+    echo "[launch] apt-get could not install them (see $apt_log): the browser test will skip" >&2
+  fi
+}
+
 setup
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1}
 export WANDB_MODE=${WANDB_MODE:-offline} GRADIO_ANALYTICS_ENABLED=False TOKENIZERS_PARALLELISM=false
 cmd=${1:-quickstart}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-  setup) echo "[launch] $VENV is ready" ;;
-  test) exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  setup) browser_packages; echo "[launch] $VENV is ready" ;;
+  test) browser_packages; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   *)
     # Processes: `--nproc N` right after the command (or NPROC=N); under SLURM with several nodes,
     # one torchrun per node (srun launches them) with the first node as rendezvous.

@@ -1,0 +1,44 @@
+"""End to end in headless Chromium: open the demo, try an empty prompt (a visible message), type a
+prompt, click Generate, wait for the image and the timing / memory text, save a screenshot."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.app import browser
+
+pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=f"browser test: {browser.missing()}")
+
+
+def test_generate_in_a_real_browser(demo_url, tmp_path, capsys):
+    from selenium.webdriver.common.by import By
+
+    driver = browser.chromium(tmp_path / "profile")
+    try:
+        driver.get(demo_url)
+        browser.wait_for_text(driver, "svdtune demo")
+        driver.find_element(By.ID, "generate").click()  # nothing typed yet
+        browser.wait_for_text(driver, "the prompt is empty: type what to draw")
+        browser.close_messages(driver)
+
+        info = browser.generate(driver, "a large red circle at the top left, on a white background")
+        assert "inference time" in info and "peak memory" in info and "model size" in info
+        image = driver.find_element(By.CSS_SELECTOR, "#output-image img")
+        assert image.is_displayed() and image.size["width"] >= 96  # 48 px, shown enlarged
+        assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 48
+        assert "16-bit" in driver.find_element(By.ID, "history").text  # the run is in the history table
+
+        shot = browser.screenshot(driver, tmp_path / "demo-screenshot.png")
+    finally:
+        driver.quit()
+    assert Image.open(shot).size[0] >= 1000
+    copies = [shot]
+    if os.environ.get("SVDTUNE_SCREENSHOT_DIR"):
+        copies.append(Path(os.environ["SVDTUNE_SCREENSHOT_DIR"]) / shot.name)
+        copies[-1].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, copies[-1])
+    with capsys.disabled():
+        print(f"\n[demo screenshot] {', '.join(str(c) for c in copies)}")
