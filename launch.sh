@@ -57,9 +57,11 @@ browser_packages() {
   fi
   echo "[launch] installing chromium and chromium-driver (Debian packages) for the browser test" >&2
   local apt_log="$VENV/apt-chromium.log"
+  # Recommends (printer set-up, mesa, upower...) are not needed headless; fonts-liberation is, for legible
+  # screenshots.
   if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
          "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-           chromium chromium-driver; } >"$apt_log" 2>&1; then
+           chromium chromium-driver fonts-liberation; } >"$apt_log" 2>&1; then
     echo "[launch] apt-get could not install them (see $apt_log): the browser test will skip" >&2
   fi
 }

@@ -41,7 +41,7 @@ class DemoConfig:
     port: int = 7860
     concurrency: int = 1                       # generations at a time (2 CPU cores: one)
     queue_size: int = 16                       # requests waiting beyond that are refused
-    cache_size: int = 2                        # loaded pipelines kept (least recently used goes)
+    cache_size: int = 3                        # loaded pipelines kept (least recently used goes): the defaults
     history_rows: int = 20
     dtype: str = "float32"
     device: str = "cpu"

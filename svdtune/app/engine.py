@@ -27,7 +27,7 @@ from svdtune.eval.cost import measure
 from svdtune.pipelines import call_kwargs
 
 log = logging.getLogger("svdtune")
-HISTORY_COLUMNS = ["variant", "mode", "prompt", "steps", "seconds", "peak MiB", "model MiB"]
+HISTORY_COLUMNS = ["variant", "mode", "prompt", "steps", "time s", "peak MiB", "size MiB"]
 
 
 @dataclass
@@ -134,7 +134,8 @@ class Engine:
         r = self.check(request)
         init = self.input_image(r)  # refused before a model is loaded for it
         loaded_before = r.variant in self.cache
-        notes = [] if loaded_before else [f"loaded {r.variant} ({self.variants[r.variant].spec})"]
+        notes = [] if loaded_before else [f"loaded {r.variant} ({self.variants[r.variant].spec}); a first run "
+                                          "includes warm-up (4-bit kernels compile on first use)"]
         item = self.cache.get(self.variants[r.variant])
         if init is not None:  # centre square at the model's size
             init = ImageOps.fit(init, (item.resolution, item.resolution), Image.Resampling.LANCZOS)

@@ -94,7 +94,7 @@ def build_app(engine: Engine) -> gr.Blocks:
                 used = gr.Textbox(label="prompt given to the model", interactive=False, elem_id="used-prompt")
                 info = gr.Textbox(label="this run", lines=3, interactive=False, elem_id="run-info")
                 table = gr.Dataframe(headers=HISTORY_COLUMNS, label="history (newest first)", interactive=False,
-                                     wrap=True, column_widths=["17%", "12%", "35%", "8%", "9%", "9%", "10%"],
+                                     wrap=True, column_widths=["17%", "10%", "28%", "11%", "12%", "11%", "11%"],
                                      elem_id="history")
         history = gr.State([])
         common = [prompt, rewrite, domain, variant, steps, guidance, seed]

@@ -49,20 +49,33 @@ def wait_for_text(driver, text: str, timeout: float = 60) -> None:
 
 
 def generate(driver, prompt: str, timeout: float = 120) -> str:
-    """Type `prompt`, click Generate, wait until the result image and the run's timing are shown; the
-    timing text."""
+    """Type `prompt`, click Generate, wait until the result image and this run's timing are shown (the
+    timing text changes with every run: a new time, a new history); the timing text."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    info = driver.find_element(By.CSS_SELECTOR, "#run-info textarea")
+    before = info.get_attribute("value")
     box = driver.find_element(By.CSS_SELECTOR, "#prompt textarea")
     box.clear()
     if prompt:
         box.send_keys(prompt)
     driver.find_element(By.ID, "generate").click()
-    info = driver.find_element(By.CSS_SELECTOR, "#run-info textarea")
     WebDriverWait(driver, timeout).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#output-image img") and "inference time" in info.get_attribute("value"))
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#output-image img")
+        and info.get_attribute("value") != before and "inference time" in info.get_attribute("value"))
     return info.get_attribute("value")
+
+
+def choose(driver, elem_id: str, label: str) -> None:
+    """Pick `label` in the gr.Dropdown with this elem_id."""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
+    time.sleep(0.3)  # the option list opens with a transition
+    driver.find_element(By.CSS_SELECTOR, f'#{elem_id} li[aria-label="{label}"]').click()
 
 
 def close_messages(driver) -> None:
