@@ -81,10 +81,10 @@ def build_app(engine: Engine) -> gr.Blocks:
                         text_button = gr.Button("Generate", variant="primary", elem_id="generate")
                     with gr.Tab("Image"):
                         upload = gr.Image(type="filepath", sources=["upload", "clipboard"], label=(
-                            f"input image (at most {lim.max_upload_mb:g} MB; resized to the model's size)"))
+                            f"input image (at most {lim.max_upload_mb:g} MB; resized to the model's size)"), elem_id="upload")
                         image_button = gr.Button("Generate from image", variant="primary", elem_id="generate-image")
                     with gr.Tab("Sketch"):
-                        sketch = gr.Sketchpad(canvas_size=(384, 384), format="png", label="sketch")
+                        sketch = gr.Sketchpad(canvas_size=(384, 384), format="png", label="sketch", elem_id="sketch")
                         sketch_button = gr.Button("Generate from sketch", variant="primary", elem_id="generate-sketch")
                 strength = gr.Slider(0.05, 1, value=cfg.strength, step=0.05,
                                      label="image / sketch strength (1 = ignore the input's content)")

@@ -78,6 +78,19 @@ def choose(driver, elem_id: str, label: str) -> None:
     driver.find_element(By.CSS_SELECTOR, f'#{elem_id} li[aria-label="{label}"]').click()
 
 
+def tab(driver, name: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.XPATH, f"//button[@role='tab' and normalize-space()='{name}']").click()
+
+
+def upload(driver, elem_id: str, path: Path) -> None:
+    """Give `path` to the upload input of the component with this elem_id, as a user picking the file would."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]").send_keys(str(path))
+
+
 def close_messages(driver) -> None:
     """Dismiss gradio's toasts (errors, warnings), so that they do not cover the result."""
     from selenium.webdriver.common.by import By

@@ -1,5 +1,6 @@
-"""End to end in headless Chromium: open the demo, try an empty prompt (a visible message), type a
-prompt, click Generate, wait for the image and the timing / memory text, save a screenshot."""
+"""End to end in headless Chromium: open the demo; an empty prompt, a 20 MB upload and a non-image
+upload each get a visible message; then type a prompt, click Generate, wait for the image and the
+timing / memory text, save a screenshot."""
 
 import os
 import shutil
@@ -16,6 +17,9 @@ pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=f"browser 
 def test_generate_in_a_real_browser(demo_url, tmp_path, capsys):
     from selenium.webdriver.common.by import By
 
+    big, notes = tmp_path / "big.png", tmp_path / "notes.png"
+    Image.effect_noise((2600, 2600), 64).convert("RGB").save(big, compress_level=0)  # 20 MB
+    notes.write_text("not an image\n" * 50)
     driver = browser.chromium(tmp_path / "profile")
     try:
         driver.get(demo_url)
@@ -23,6 +27,18 @@ def test_generate_in_a_real_browser(demo_url, tmp_path, capsys):
         driver.find_element(By.ID, "generate").click()  # nothing typed yet
         browser.wait_for_text(driver, "the prompt is empty: type what to draw")
         browser.close_messages(driver)
+
+        browser.tab(driver, "Image")
+        browser.upload(driver, "upload", big)  # refused by the page before it is sent (limits.max_upload_mb)
+        browser.wait_for_text(driver, "exceed the maximum allowed size of 8.0 M")  # gradio writes "Mb"
+        browser.close_messages(driver)
+        browser.upload(driver, "upload", notes)
+        driver.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys("a red circle")
+        driver.find_element(By.ID, "generate-image").click()
+        browser.wait_for_text(driver, "the uploaded image 'notes.png' is not an image this app can read")
+        browser.close_messages(driver)
+
+        browser.tab(driver, "Text")  # the app still answers
 
         info = browser.generate(driver, "a large red circle at the top left, on a white background")
         assert "inference time" in info and "peak memory" in info and "model size" in info
