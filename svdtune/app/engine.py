@@ -72,7 +72,9 @@ class Result:
         return (f"inference time {self.seconds:.2f} s ({self.request.steps} steps, {self.request.mode})\n"
                 f"peak memory {self.peak_mib:.0f} MiB ({memory}; +{self.added_mib:.0f} MiB during this run)\n"
                 f"model size {self.model_mib:.2f} MiB ({self.kind}: denoiser as stored for inference"
-                f"{', adapter in 16 bits' if self.sizes['adapter_mib'] else ''}{on_disk})")
+                f"{', adapter in 16 bits' if self.sizes['adapter_mib'] else ''}{on_disk})"
+                + (f"\nprompt rewrite {self.styled.seconds:.2f} s (before the inference, not counted in it)"
+                   if self.styled else ""))
 
     def history_row(self) -> list:
         r = self.request

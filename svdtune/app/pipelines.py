@@ -67,7 +67,12 @@ class PipelineCache:
                 label, _ = self._items.popitem(last=False)
                 log.info("demo: unloaded %s (cache_size %d)", label, self.size)
             log.info("demo: loading %s (%s)", variant.label, variant.spec)
-            pipe = variants_mod.load(variant, self.dtype, self.device, self.backend)
-            item = Loaded(variant, pipe, variants_mod.sizes(variant, pipe), resolution(pipe))
+            try:
+                pipe = variants_mod.load(variant, self.dtype, self.device, self.backend)
+                item = Loaded(variant, pipe, variants_mod.sizes(variant, pipe), resolution(pipe))
+            except (OSError, ValueError, KeyError, RuntimeError) as e:  # a damaged folder: this variant only
+                log.exception("demo: loading %s failed", variant.label)
+                raise UserError(f"the variant {variant.label!r} ({variant.spec}) could not be loaded: "
+                                f"{type(e).__name__}: {e}") from None
             self._items[variant.label] = item
             return item

@@ -29,11 +29,14 @@ def quantized_unet(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def demo_config(quantized_unet, tiny_llm):
+def demo_config(quantized_unet, tiny_llm, tmp_path_factory):
     from svdtune.app.config import DemoConfig
 
+    broken = tmp_path_factory.mktemp("broken-model")  # looks like a diffusers folder, fails to load
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", '
+                                             '"unet": ["diffusers", "UNet2DConditionModel"]}')
     return DemoConfig(variants=["16-bit=ref-unet", f"W4A4={quantized_unet}", "dit 16-bit=ref-dit",
-                                "gone=/no/such/run:0"],
+                                "gone=/no/such/run:0", f"broken={broken}"],
                       rewriter=str(tiny_llm), rewriter_dtype="float32", steps=2, port=free_port())
 
 

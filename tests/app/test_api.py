@@ -42,7 +42,7 @@ def test_text_with_rewrite_shows_the_prompt_given_to_the_model(client):
     assert "red" in first_line and "circle" in first_line and note.startswith("(")
     if "style suffix" in note:
         assert first_line == "a red circle" + load_domain("neon").style_suffix
-    assert history["data"][0][1] == "text + rewrite"
+    assert history["data"][0][1] == "text + rewrite" and "prompt rewrite" in info
 
 
 def test_variants_are_compared_in_the_history(client):
@@ -120,4 +120,10 @@ def test_a_non_image_upload_is_refused_and_the_app_keeps_serving(client, tmp_pat
 def test_variant_missing_from_the_dropdown_cannot_be_requested(client):
     with pytest.raises(AppError, match="unknown model variant 'gone'"):
         text(client, variant="gone")
+    assert answers_next_request(client)
+
+
+def test_a_variant_that_fails_to_load_is_a_message_and_the_app_keeps_serving(client):
+    with pytest.raises(AppError, match=r"the variant 'broken' \(.*broken-model.*\) could not be loaded: OSError"):
+        text(client, variant="broken")
     assert answers_next_request(client)
