@@ -101,8 +101,9 @@ def build_app(engine: Engine) -> gr.Blocks:
         outputs = [output, used, info, table, history]
         for mode, button, extra in (("text", text_button, []), ("image", image_button, [upload]),
                                     ("sketch", sketch_button, [sketch])):
+            # one concurrency group for the three modes: `concurrency` generations at a time in all
             button.click(handler(engine, mode), common + extra + [strength, history], outputs, api_name=mode,
-                         preprocess=False)
+                         preprocess=False, concurrency_id="generate")
     return demo
 
 
@@ -110,8 +111,7 @@ def launch(cfg: DemoConfig, block: bool = True) -> tuple[gr.Blocks, str]:
     """Build and serve the app; (app, local URL). block=False returns once it is serving (tests)."""
     if cfg.listens_beyond_this_machine:
         log.warning("demo: listening on %s: anyone who can reach this machine on port %d can use it", cfg.host, cfg.port)
-    demo = build_app(Engine(cfg))
-    demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
+    demo = build_app(Engine(cfg)).queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
     _, url, _ = demo.launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=not block,
                             max_file_size=int(cfg.limits.max_upload_mb * 2**20), ssr_mode=False, css=CSS,
                             footer_links=["api"], quiet=not block)

@@ -30,3 +30,16 @@ def test_flags_and_overrides_reach_the_config(started):
 def test_bad_config_is_one_error_line(started, capsys, args, message):
     assert main(["demo", *args]) == 2
     assert message in capsys.readouterr().err and not started
+
+
+def test_the_three_modes_share_one_bounded_queue():
+    from svdtune.app.config import DemoConfig
+    from svdtune.app.engine import Engine
+    from svdtune.app.server import build_app
+
+    cfg = DemoConfig(variants=["16-bit=ref-unet"], concurrency=2, queue_size=5)
+    demo = build_app(Engine(cfg)).queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size)
+    generate = [fn for fn in demo.fns.values() if fn.api_name in ("text", "image", "sketch")]
+    assert sorted(fn.api_name for fn in generate) == ["image", "sketch", "text"]
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in generate} == {("generate", "default")}
+    assert demo._queue.default_concurrency_limit == 2 and demo._queue.max_size == 5
