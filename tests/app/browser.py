@@ -78,6 +78,17 @@ def choose(driver, elem_id: str, label: str) -> None:
     driver.find_element(By.CSS_SELECTOR, f'#{elem_id} li[aria-label="{label}"]').click()
 
 
+def type_number(driver, label: str, value: str) -> str:
+    """Type `value` into the number box with this aria-label, leave it; the value the page then shows."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element(By.CSS_SELECTOR, f'input[type=number][aria-label="{label}"]')
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(value, Keys.TAB)
+    return box.get_attribute("value")
+
+
 def tab(driver, name: str) -> None:
     from selenium.webdriver.common.by import By
 

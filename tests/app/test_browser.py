@@ -1,6 +1,6 @@
 """End to end in headless Chromium: open the demo; an empty prompt, a 20 MB upload and a non-image
-upload each get a visible message; then type a prompt, click Generate, wait for the image and the
-timing / memory text, save a screenshot."""
+upload each get a visible message, steps = 10,000 is held to the limit in the page; then type a prompt,
+click Generate, wait for the image and the timing / memory text, save a screenshot."""
 
 import os
 import shutil
@@ -39,9 +39,12 @@ def test_generate_in_a_real_browser(demo_url, tmp_path, capsys):
         browser.close_messages(driver)
 
         browser.tab(driver, "Text")  # the app still answers
+        # steps = 10,000 typed in the page: the slider's box shows its limit (the API refuses it with a message)
+        assert browser.type_number(driver, "number input for steps", "10000") == "100"
+        assert browser.type_number(driver, "number input for steps", "2") == "2"
 
         info = browser.generate(driver, "a large red circle at the top left, on a white background")
-        assert "inference time" in info and "peak memory" in info and "model size" in info
+        assert "inference time" in info and "(2 steps, text)" in info and "peak memory" in info and "model size" in info
         image = driver.find_element(By.CSS_SELECTOR, "#output-image img")
         assert image.is_displayed() and image.size["width"] >= 96  # 48 px, shown enlarged
         assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 48
