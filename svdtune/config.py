@@ -121,6 +121,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads a float without a dot (1e-4) as a string
+        except ValueError:
+            pass
     if tp in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")

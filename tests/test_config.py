@@ -40,10 +40,18 @@ def test_resolved_config_round_trips(tmp_path):
     (["steps=1.5"], "steps: expected an integer"),
     (["steps=many"], "steps: expected a number"),
     (["steps"], "expected dotted key=value"),
+    (["inner.lr=fast"], "inner.lr: expected a number, got 'fast'"),
 ])
 def test_bad_input_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_config(Outer, None, override)
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("inner: {lr: 5e-4}\n")  # YAML 1.1 (PyYAML) reads these as strings
+    assert load_config(Outer, path).inner.lr == 5e-4
+    assert load_config(Outer, None, ["inner.lr=1e-4"]).inner.lr == 1e-4
 
 
 def test_missing_config_file_is_named(tmp_path):
