@@ -35,7 +35,7 @@ from svdtune.train.config import TrainConfig
 from svdtune.train.lora import load_adapter
 from svdtune.train.recipe import train_adapter
 
-STYLE = {"ref-unet": "pastel", "ref-dit": "neon"}
+STYLE = {"ref-unet": "pastel", "ref-dit": "pastel"}
 ATTRIBUTES = ("shape", "colour", "size", "position")
 
 

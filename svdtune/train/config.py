@@ -23,8 +23,8 @@ class LoraSettings:
 class DistillSettings:
     """EfficientDM: the 16-bit teacher's sampling trajectories, the student pulled to its predictions."""
     weight: float = 1.0                       # 0: off
-    prompts: int = 256                        # trajectories (from prompt_file, else the domain data's
-    prompt_file: str = ""                     # captions, else the world's captions)
+    prompts: int = 256                        # trajectories (from prompt_file; else plain world captions for
+    prompt_file: str = ""                     # reference models, the domain data's captions for others)
     steps: int = 20                           # sampling steps per trajectory (all are training points)
     guidance: float = 4.0
     batch_size: int = 16                      # prompts per teacher call while recording

@@ -37,8 +37,12 @@ from svdtune.quant.linear import SVDQuantLinear
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file names, so peft tooling reads the folder
 ADAPTER_CONFIG = "adapter_config.json"
 # Attention and MLP projections of UNets and DiTs (diffusers names): to_q/k/v, to_out.0,
-# add_q/k/v_proj, to_add_out, ff.net.0.proj, ff.net.2, proj_mlp / proj_out of single blocks.
-DEFAULT_TARGET = r"(attn\d?\.(to_(q|k|v|out\.0|add_out)|add_(q|k|v)_proj)|ff(_context)?\.net\.(0\.proj|2)|proj_mlp|proj_out)$"
+# add_q/k/v_proj, to_add_out, ff.net.0.proj, ff.net.2, proj_mlp / proj_out of single blocks; and a
+# UNet's resnet convolutions when they are quantized (quant.conv3x3): a UNet whose highest
+# resolutions have no attention (SD's first level, the reference UNet's first two) can change
+# fine detail and colour only there (LoCon-style LoRA).
+DEFAULT_TARGET = (r"(attn\d?\.(to_(q|k|v|out\.0|add_out)|add_(q|k|v)_proj)|ff(_context)?\.net\.(0\.proj|2)|proj_mlp|proj_out"
+                  r"|resnets\.\d+\.conv[12])$")
 
 
 class SVDQuantLoraLayer(nn.Module, LoraLayer):

@@ -159,13 +159,20 @@ def cached(path: Path, load, make, acc):
 
 
 def distill_prompts(cfg: TrainConfig, teacher) -> list[str]:
-    """Prompts for the teacher's trajectories: the prompt file, else the domain data's captions,
-    else the world's captions (reference models)."""
-    if not cfg.distill.prompt_file and cfg.domain.data:
+    """Prompts for the teacher's trajectories: the prompt file; else, for reference models, plain
+    world captions; else the domain data's captions.
+
+    The reference models' domains are styles the teacher has never seen: distilling on their
+    captions would pull the student back to the teacher's unstyled answer to exactly the prompts
+    the domain loss teaches. Plain captions keep the student near the teacher elsewhere, which is
+    EfficientDM's job. A real domain (food, landscape) is content the teacher draws, so its
+    captions are good distillation prompts when no prompt file is given."""
+    world = is_world_pipeline(teacher)
+    if not cfg.distill.prompt_file and not world and cfg.domain.data:
         captions = captions_of(load_subset(cfg.domain.data))
         return [captions[i % len(captions)] for i in range(cfg.distill.prompts)]
-    return caption_prompts(cfg.distill.prompts, cfg.distill.prompt_file, is_world_pipeline(teacher),
-                           cfg.seed + 60_000, "distill.prompt_file")
+    return caption_prompts(cfg.distill.prompts, cfg.distill.prompt_file, world, cfg.seed + 60_000,
+                           "distill.prompt_file")
 
 
 # ---------------------------------------------------------------- batches and losses

@@ -51,6 +51,18 @@ def test_train_writes_adapter_checkpoints_and_summary(tiny_family, pastel, tmp_p
     assert "0" in summary["distill_loss_fixed"] and summary["init_relative_error_mean"] > 0
 
 
+def test_a_world_style_is_distilled_on_plain_captions(tiny_family, pastel, tmp_path):
+    """The teacher cannot draw a held-out style: its trajectories for the style's captions would pull
+    the student away from the domain. Reference models distil on plain world captions."""
+    from svdtune.data import world
+    from svdtune.pipelines import load_pipeline
+    from svdtune.train.recipe import distill_prompts
+
+    cfg = config(tiny_family, pastel, tmp_path / "run", "distill.prompts=16")
+    prompts = distill_prompts(cfg, load_pipeline(cfg.model))
+    assert len(prompts) == 16 and {world.prompt_style(p) for p in prompts} <= {"plain", None}  # None: short captions
+
+
 def test_training_options_run_and_resume(tiny_family, pastel, tmp_path):
     """8-bit AdamW, EMA, bf16 autocast, accumulation and gradient checkpointing together; the
     8-bit optimizer state and EMA survive a resume."""
