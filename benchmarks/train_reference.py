@@ -1,6 +1,6 @@
 """The adapter trainer's Done-when table on the reference models: recovery, init, domain.
 
-    .venv/bin/python benchmarks/train_reference.py [--models ref-unet ref-dit] [--steps 400] [--n 48]
+    .venv/bin/python benchmarks/train_reference.py [--models ref-unet ref-dit] [--steps 400] [--domain-steps 800] [--n 48]
 
 Per model, every run trains with `svdtune train` on the same quantized backbone and teacher
 trajectories (made by the first run, copied to the others):
@@ -78,7 +78,9 @@ def run_model(model: str, args, evaluator) -> dict:
     if not (data / "dataset").is_dir():
         run_data_build(DataBuildConfig(domain=style, sources={"world": str(args.domain_scenes)}, embeddings=False,
                                        output_dir=str(data)))
-    domain = train(model, root / f"domain-{style}", loftq, common + [f"domain.data={data}"])
+    domain_steps = args.domain_steps or args.steps
+    domain = train(model, root / f"domain-{style}-{domain_steps}", loftq,
+                   [f"steps={domain_steps}", f"distill.prompts={args.prompts}", f"domain.data={data}"])
     backbone = loftq / "backbone"
 
     pipe = load_pipeline(model)
@@ -120,6 +122,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["ref-unet", "ref-dit"])
     p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--domain-steps", type=int, default=0, help="steps of the domain run (0: --steps)")
     p.add_argument("--prompts", type=int, default=256, help="teacher trajectories")
     p.add_argument("--n", type=int, default=48, help="prompts per suite for the image metrics")
     p.add_argument("--sample-steps", type=int, default=20)
@@ -142,7 +145,8 @@ def main():
               f"(bar +3.01 dB = half the MSE).\nInit (distillation loss on fixed trajectory points): step 0 zero "
               f"{i['zero_start']:.5f} vs LoftQ {i['loftq_start']:.5f}; zero init ends at {i['zero_final']:.5f} after "
               f"{args.steps} steps, LoftQ reaches that at step {i['loftq_reaches_zero_final_at']}.")
-        print(f"\n## {model}: domain ({STYLE[model]}, a style the model never saw)\n")
+        print(f"\n## {model}: domain ({STYLE[model]}, a style the model never saw; "
+              f"{args.domain_steps or args.steps} steps of distillation + the diffusion loss)\n")
         print("| | style | " + " | ".join(ATTRIBUTES) + " |\n|---|---:|" + "---:|" * len(ATTRIBUTES))
         for name, v in r["domain"].items():
             print(f"| {name} | {v['style']:.1f} | " + " | ".join(f"{v[k]:.1f}" for k in ATTRIBUTES) + " |")
