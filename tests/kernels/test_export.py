@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as Fn
 
 from svdtune.cli import main
 from svdtune.config import load_config
@@ -73,12 +74,17 @@ def test_standard_lora_loads_into_the_16_bit_pipeline(run, tiny_family, tmp_path
     trained, _ = load_trained(run)
     from svdtune.train.lora import lora_layers
 
+    def add_delta(layer, a, b):  # y + B A x; a k x k conv's A is a k x k conv, its B a 1 x 1 one
+        base = layer.get_base_layer()
+        if base.spec.kernel_size is None:
+            return lambda m, args, y: y + args[0] @ a.T @ b.T
+        return lambda m, args, y: y + Fn.conv2d(base._conv(args[0], base.as_conv_weight(a)), b[:, :, None, None])
+
     hooks = []
     for name, layer in lora_layers(trained).items():
         a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight * layer.scaling["default"]
         a, b = a.half().float(), b.half().float()  # as exported
-        module = pipe.unet.get_submodule(name)
-        hooks.append(module.register_forward_hook(lambda m, args, y, a=a, b=b: y + args[0] @ a.T @ b.T))
+        hooks.append(pipe.unet.get_submodule(name).register_forward_hook(add_delta(layer, a, b)))
     by_hand = forward(pipe.unet)
     for h in hooks:
         h.remove()

@@ -108,7 +108,9 @@ def test_two_processes_match_one_with_the_doubled_batch(tiny_family, pastel, tmp
     """DDP over 2 CPU processes (gloo) with batch 1 each = 1 process with batch 2: gradients are
     averaged across processes; only rank 0 writes (the folders hold the same files, plus rank 1's
     RNG state in each checkpoint)."""
-    extra = ["steps=3", "save_every=3"]
+    # Linear layers only (no 3x3-conv LoRA): the process split is what is tested, and the conv LoRAs'
+    # near-zero gradients would add Adam-amplified reduction-order noise (4.4e-3 measured) to the floor.
+    extra = ["steps=3", "save_every=3", "quant.conv3x3=false"]
     one = train_adapter(config(tiny_family, pastel, tmp_path / "one", *extra, "batch_size=2"))
     two = tmp_path / "two"
     two.mkdir()
