@@ -6,8 +6,8 @@
 1. Held-out pairs (the `val` splits): chrF against the reference rewrite, content-word retention,
    style-term rate and length, for the untuned base (the instruction alone) and the LoRA-tuned
    rewriter, both greedy, raw model output (no guardrail).
-2. Latency on this machine: one prompt (warm, median of 10, KV cache, prompt lookup), the same
-   forced to exactly 40 new tokens, and a batch of 32.
+2. Latency on this machine: one prompt (warm, median of 10, KV cache), the same forced to exactly
+   40 new tokens, and a batch of 32; with bf16 weights, int8 weights, and int8 + compiled decoding.
 3. End to end: plain prompts of the domain vs their rewrites, fed to the 4-bit model with the
    domain adapter (same seeds), scored by the world evaluator against the plain prompt's objects.
 """
@@ -28,18 +28,20 @@ from svdtune.train.rewriter import load_pairs
 WORLD_PAIRS = [f"data/{d}-pairs" for d in ("pastel", "neon", "striped", "blueprint")]
 
 
-def latency(rewriter: Rewriter, prompts: list[str], domain) -> dict:
+def latency(run: str, prompts: list[str], domain, **decoding) -> dict:
     def timed(fn):
         start = time.perf_counter()
         out = fn()
         return time.perf_counter() - start, out
 
-    rewriter.rewrite(prompts[:2], domain)  # warm-up
+    rewriter = Rewriter.load(run, DecodingConfig(**decoding))
+    forced = Rewriter(rewriter.model, rewriter.tokenizer, DecodingConfig(**decoding | {"max_new_tokens": 40}))
+    forced_kwargs = forced.generation_kwargs
+    forced.generation_kwargs = lambda *a: forced_kwargs(*a) | {"min_new_tokens": 40}
+    rewriter.rewrite(prompts[:2], domain)  # warm-up (and, with compile, the compilations)
+    rewriter.generate(prompts[:1], domain, "greedy"), forced.generate(prompts[:1], domain, "greedy")
     single = [timed(lambda: rewriter.generate([p], domain, "greedy")) for p in prompts[:10]]
     tokens = [len(rewriter.tokenizer(a[0]).input_ids) for _, a in single]
-    forced = Rewriter(rewriter.model, rewriter.tokenizer, DecodingConfig(max_new_tokens=40))
-    forced_kwargs = forced.generation_kwargs
-    forced.generation_kwargs = lambda s, b: forced_kwargs(s, b) | {"min_new_tokens": 40}
     forty = [timed(lambda: forced.generate([p], domain, "greedy"))[0] for p in prompts[:10]]
     batch = min(timed(lambda: rewriter.generate(prompts[:32], domain, "greedy"))[0] for _ in range(2))
     return {"single_s": statistics.median(t for t, _ in single), "single_tokens": statistics.median(tokens),
@@ -51,9 +53,13 @@ def end_to_end(args, rewriter: Rewriter, plains: list[str], references: list[str
     from svdtune.eval.rewrites import rewrite_effect
     from svdtune.pipelines import load_evaluator
 
-    rewrites = [r.text for r in rewriter.rewrite(plains, args.domain)]
+    domain = load_domain(args.domain)
+    rewriter = Rewriter(rewriter.model, rewriter.tokenizer, DecodingConfig(strategy=args.strategy))
+    rewrites = [r.text for r in rewriter.rewrite(plains, domain)]
     pipe = variants.load(variants.classify("adapter", args.adapter))
-    sets = {"plain": plains, "rewritten": rewrites, "reference rewrites (the pairs' styled prompts)": references}
+    sets = {"plain": plains, f"rewritten ({args.strategy})": rewrites,
+            "plain + style suffix (the guardrail's fallback)": [p + domain.style_suffix for p in plains],
+            "reference rewrites (the pairs' styled prompts)": references}
     return rewrite_effect(pipe, load_evaluator(), plains, sets, args.domain, args.steps)
 
 
@@ -67,6 +73,7 @@ def main():
     ap.add_argument("--domain", default="pastel")
     ap.add_argument("--prompts", type=int, default=64, help="plain prompts end to end")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--strategy", default="greedy", choices=["greedy", "beam", "sample"], help="decoding end to end")
     ap.add_argument("--parts", default="held-out,latency,end-to-end", help="comma-separated parts to run")
     args = ap.parse_args()
     parts = args.parts.split(",")
@@ -85,7 +92,7 @@ def main():
     if "held-out" in parts:
         held_out_table(args, tuned, val, seen)
     if "latency" in parts:
-        latency_table(tuned, plains, domain)
+        latency_table(args.run, plains, domain)
     if "end-to-end" in parts:
         references = [s for s, d in zip(val["styled"], val["domain"]) if d == args.domain]
         end_to_end_table(args, tuned, plains, references)
@@ -103,16 +110,24 @@ def held_out_table(args, tuned, val, seen):
         print(f"  e.g. {name}: {val['plain'][0]!r} -> {s['example']!r}")
 
 
-def latency_table(tuned, plains, domain):
+LATENCY_SETTINGS = {
+    "bf16 weights (decoding.int8_weights=false)": dict(int8_weights=False),
+    "int8 weights (the default)": {},
+    "int8 weights, decoding.prompt_lookup=0": dict(prompt_lookup=0),
+    "int8 weights, decoding.compile=true": dict(compile=True),
+}
+
+
+def latency_table(run, plains, domain):
     # The longest rewrites (three objects, about 40 tokens) are the latency case that matters.
     plains = sorted(plains, key=lambda p: -len(p.split()))
-    lat = latency(tuned, plains, domain)
-    print(f"\nLatency ({torch.get_num_threads()} threads, bf16, KV cache):\n")
-    print("| case | seconds |\n|---|---:|")
-    print(f"| one prompt, median of 10 (median {lat['single_tokens']:.0f} new tokens) | {lat['single_s']:.3f} |")
-    print(f"| one prompt forced to 40 new tokens, median of 10 | {lat['forced40_s']:.3f} |")
-    print(f"| batch of 32 prompts | {lat['batch32_s']:.3f} |")
-
+    rows = {name: latency(run, plains, domain, **decoding) for name, decoding in LATENCY_SETTINGS.items()}
+    print(f"\nLatency ({torch.get_num_threads()} threads, bf16 activations, KV cache, warm; seconds):\n")
+    print("| setting | one prompt, median of 10 (new tokens) | one prompt forced to 40 new tokens, median of 10 "
+          "| batch of 32 prompts |\n|---|---:|---:|---:|")
+    for name, lat in rows.items():
+        print(f"| {name} | {lat['single_s']:.3f} ({lat['single_tokens']:.0f}) | {lat['forced40_s']:.3f} | "
+              f"{lat['batch32_s']:.3f} |")
 
 
 def end_to_end_table(args, tuned, plains, references):

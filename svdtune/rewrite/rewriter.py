@@ -5,9 +5,9 @@
     # ['a large red circle at the top left, in soft pastel colours on a cream background']
 
 The model is loaded once (the adapter merged into the base unless the base is 4-bit) and decodes
-with its KV cache; a single greedy prompt also drafts tokens from its own input (prompt lookup
-decoding: same output, fewer forward passes, since a rewrite copies the user's words and the
-style terms the instruction quotes). Guardrails: a rewrite that drops a content word of the
+with its KV cache; on the CPU one sequence decodes through int8 copies of the weights
+(`kernels/cpu/int8_weights.py`). A long-lived process can also compile the decoding of single
+greedy prompts (`decoding.compile`: transformers' static cache + torch.compile). Guardrails: a rewrite that drops a content word of the
 prompt is retried once with beam search, then replaced by the prompt plus the domain's style
 suffix, and the `Rewrite` says which happened.
 """
@@ -23,6 +23,7 @@ import torch
 
 from svdtune.data.domains import Domain, load_domain
 from svdtune.errors import UserError
+from svdtune.kernels.cpu.int8_weights import int8_weights_
 from svdtune.rewrite.chat import render
 from svdtune.rewrite.terms import clean_output, missing_words, sanitize
 
@@ -37,7 +38,11 @@ class DecodingConfig:
     top_p: float = 0.9
     max_new_tokens: int = 64
     max_prompt_tokens: int = 96       # longer user prompts are cut to this many tokens, with a warning
-    prompt_lookup: int = 10           # tokens drafted from the input per step (single greedy prompts); 0: off
+    prompt_lookup: int = 0            # tokens drafted from the input per step (single greedy prompts; same
+                                      # output): slower than int8 decoding here, whose drafts verify in 16-bit
+    compile: bool = False             # single greedy prompts: static KV cache + compiled decode step instead of
+                                      # prompt lookup; the first call compiles (about 30 s): for long-lived processes
+    int8_weights: bool = True         # CPU, 16-bit base: one-sequence decoding through int8 copies of the weights
     batch_size: int = 32
     seed: int = 0
 
@@ -65,6 +70,10 @@ class Rewriter:
         self.decoding = decoding or DecodingConfig()
         self.decoding.validate()
         tokenizer.padding_side = "left"
+        # A 4-bit base keeps its LoRA beside it (peft_config): what was trained is what runs
+        if self.decoding.int8_weights and model.device.type == "cpu" and not hasattr(model, "peft_config"):
+            int8_weights_(model)
+        self._static_cache = None
 
     @classmethod
     def load(cls, path: str = "smollm2", decoding: DecodingConfig | None = None, dtype: str = "bfloat16",
@@ -98,7 +107,7 @@ class Rewriter:
 
     # ------------------------------------------------------------ decoding
 
-    def generation_kwargs(self, strategy: str, batch: int) -> dict:
+    def generation_kwargs(self, strategy: str, batch: int, prompt_tokens: int) -> dict:
         d = self.decoding
         kwargs = dict(max_new_tokens=d.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
         if strategy == "sample":
@@ -106,9 +115,24 @@ class Rewriter:
         kwargs["do_sample"] = False
         if strategy == "beam":
             return kwargs | dict(num_beams=d.num_beams, early_stopping=True)
+        if batch == 1 and d.compile:
+            return kwargs | self.compiled_decoding(prompt_tokens + d.max_new_tokens)
         if batch == 1 and d.prompt_lookup:
             kwargs["prompt_lookup_num_tokens"] = d.prompt_lookup
         return kwargs
+
+    def compiled_decoding(self, tokens: int) -> dict:
+        """transformers' compiled generation: one static cache, reused while it is long enough (its
+        length is part of the compiled graph; prompts of any length up to it share one graph)."""
+        from transformers import CompileConfig, StaticCache
+
+        cache = self._static_cache
+        if cache is None or cache.get_max_length() < tokens:
+            cache = self._static_cache = StaticCache(config=self.model.config, max_cache_len=-(-tokens // 128) * 128)
+        cache.reset()
+        config = CompileConfig(dynamic=False, mode="default")
+        config._compile_all_devices = True  # transformers compiles on GPUs only unless told (CPU: mode "default")
+        return dict(past_key_values=cache, compile_config=config)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], domain: Domain | list[Domain], strategy: str) -> list[str]:
@@ -120,7 +144,8 @@ class Rewriter:
             texts = [render(self.tokenizer, d, p) for d, p in zip(domains[start:start + len(chunk)], chunk)]
             inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
             torch.manual_seed(self.decoding.seed + start)
-            ids = self.model.generate(**inputs, **self.generation_kwargs(strategy, len(chunk)))
+            kwargs = self.generation_kwargs(strategy, len(chunk), inputs.input_ids.shape[1])
+            ids = self.model.generate(**inputs, **kwargs)
             answers = self.tokenizer.batch_decode(ids[:, inputs.input_ids.shape[1]:], skip_special_tokens=True)
             out += [clean_output(a) for a in answers]
         return out

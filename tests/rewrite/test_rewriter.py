@@ -63,12 +63,14 @@ def test_real_decoding_never_crashes_on_odd_prompts(rewriter, caplog):
     assert "decoding.max_prompt_tokens" in caplog.text
 
 
-def test_single_prompt_uses_prompt_lookup_and_matches_plain_greedy(rewriter):
-    one = rewriter.generation_kwargs("greedy", 1)
-    assert one["prompt_lookup_num_tokens"] == 10 and "prompt_lookup_num_tokens" not in rewriter.generation_kwargs("greedy", 2)
-    looked_up = rewriter.generate(["a red circle"], PASTEL, "greedy")
-    plain = Rewriter(rewriter.model, rewriter.tokenizer, DecodingConfig(max_new_tokens=6, prompt_lookup=0))
-    assert looked_up == plain.generate(["a red circle"], PASTEL, "greedy")
+@pytest.mark.parametrize("setting", [dict(prompt_lookup=10), dict(compile=True)])
+def test_single_prompt_speedups_match_plain_greedy(rewriter, setting):
+    fast = Rewriter(rewriter.model, rewriter.tokenizer, DecodingConfig(max_new_tokens=6, **setting))
+    kwargs = fast.generation_kwargs("greedy", 1, 20)
+    assert ("prompt_lookup_num_tokens" if "prompt_lookup" in setting else "compile_config") in kwargs
+    assert fast.generation_kwargs("greedy", 2, 20).keys() == rewriter.generation_kwargs("greedy", 2, 20).keys()
+    prompts = ["a red circle", "a blue square and a small green cross"]  # two lengths: one compiled graph
+    assert [fast.generate([p], PASTEL, "greedy") for p in prompts] == [rewriter.generate([p], PASTEL, "greedy") for p in prompts]
 
 
 def test_bad_input_gets_a_message(rewriter, tiny_llm, capsys):
