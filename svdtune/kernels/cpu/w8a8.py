@@ -28,8 +28,8 @@ class W8A8Plan:
     weight: torch.Tensor        # (N, K) int8
     weight_scale: torch.Tensor  # (N,) fp32
     inv_smooth: torch.Tensor    # (K,) fp32
-    down: torch.Tensor          # (K, r) fp32
-    up: torch.Tensor            # (r, N) fp32
+    down: torch.Tensor          # (K, r) bf16: the branch is 16-bit, as in SVDQuant's own kernels
+    up: torch.Tensor            # (r, N) bf16
     bias: torch.Tensor          # (N,) fp32 (zeros without a bias)
 
 
@@ -46,7 +46,7 @@ def prepare(layer) -> W8A8Plan:
     n = layer.spec.out_channels
     return W8A8Plan(
         weight=weight, weight_scale=scale, inv_smooth=inv_smooth,
-        down=layer.down.float().T.contiguous(), up=layer.up.float().T.contiguous(),
+        down=layer.down.T.to(torch.bfloat16).contiguous(), up=layer.up.T.to(torch.bfloat16).contiguous(),
         # detached: a Parameter argument would make torch.compile specialise on every layer's shape
         bias=layer.bias.detach().float() if layer.bias is not None else torch.zeros(n, device=weight.device),
     )
@@ -56,8 +56,10 @@ def _w8a8(x, weight, weight_scale, inv_smooth, down, up, bias):
     xs = x * inv_smooth
     sx = (xs.abs().amax(dim=1, keepdim=True) / 127).clamp_min(F.TINY)
     acc = torch._int_mm((xs / sx).round().to(torch.int8), weight.T)
-    # The branch's up-projection accumulates into the rescaled GEMM output (one M x N pass less)
-    return torch.addmm(acc.float() * sx * weight_scale + bias, x @ down, up)
+    # The branch in bf16: its two skinny GEMMs cost about a tenth of the layer in fp32 (K=N=1024:
+    # 2.82x fp32 for the layer instead of 2.46x, output SQNR 30.71 dB instead of 30.77)
+    branch = (x.to(torch.bfloat16) @ down) @ up
+    return acc.float() * sx * weight_scale + bias + branch
 
 
 _compiled = torch.compile(_w8a8, dynamic=True)
