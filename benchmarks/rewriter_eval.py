@@ -7,7 +7,8 @@
    style-term rate and length, for the untuned base (the instruction alone) and the LoRA-tuned
    rewriter, both greedy, raw model output (no guardrail).
 2. Latency on this machine: one prompt (warm, median of 10, KV cache), the same forced to exactly
-   40 new tokens, and a batch of 32; with bf16 weights, int8 weights, and int8 + compiled decoding.
+   40 new tokens, and a batch of 32; with bf16 weights, int8 weights (with and without prompt
+   lookup), and int8 + compiled decoding.
 3. End to end: plain prompts of the domain vs their rewrites, fed to the 4-bit model with the
    domain adapter (same seeds), scored by the world evaluator against the plain prompt's objects.
 """
@@ -112,8 +113,8 @@ def held_out_table(args, tuned, val, seen):
 
 LATENCY_SETTINGS = {
     "bf16 weights (decoding.int8_weights=false)": dict(int8_weights=False),
+    "int8 weights + prompt lookup (decoding.prompt_lookup=10)": dict(prompt_lookup=10),
     "int8 weights (the default)": {},
-    "int8 weights, decoding.prompt_lookup=0": dict(prompt_lookup=0),
     "int8 weights, decoding.compile=true": dict(compile=True),
 }
 

@@ -7,9 +7,10 @@
 The model is loaded once (the adapter merged into the base unless the base is 4-bit) and decodes
 with its KV cache; on the CPU one sequence decodes through int8 copies of the weights
 (`kernels/cpu/int8_weights.py`). A long-lived process can also compile the decoding of single
-greedy prompts (`decoding.compile`: transformers' static cache + torch.compile). Guardrails: a rewrite that drops a content word of the
-prompt is retried once with beam search, then replaced by the prompt plus the domain's style
-suffix, and the `Rewrite` says which happened.
+greedy prompts (`decoding.compile`: transformers' static cache + torch.compile).
+
+Guardrails: a rewrite that drops a content word of the prompt is retried once with beam search,
+then replaced by the prompt plus the domain's style suffix, and the `Rewrite` says which happened.
 """
 
 from __future__ import annotations
