@@ -1,20 +1,25 @@
 """CPU kernels for SVDQuant layers: one layer, a DiT of realistic width, and the reference models.
 
-    .venv/bin/python benchmarks/kernels_cpu.py [--rounds 5] [--dit-layers 4] [--prompts 16]
+    .venv/bin/python benchmarks/kernels_cpu.py [--rounds 5] [--dit-layout pixart|flux] [--dit-layers 4] [--prompts 16]
 
 Tables (times: best of --rounds, methods interleaved in one process):
 1. One linear layer, M = 1024 tokens, rank 32: fp32 / bf16 nn.Linear vs the cpu-fast and cpu-exact
    kernels, with each output's SQNR against the fp32 layer.
-2. One denoising step (CFG batch 2) of a PixArt-Sigma-layout DiT (hidden 1152, 16 heads, random
-   weights, --dit-layers blocks) at 1024 image tokens (4-bit layers with the rest of the model in
-   fp32, or in bf16), and the svdq artifact's size against the 16-bit denoiser, at that depth and
-   at PixArt-Sigma's 28 blocks.
+2. One denoising step at 1024 image tokens of a DiT of realistic width with random weights (4-bit
+   layers with the rest of the model in fp32, or in bf16), and the svdq artifact's size on disk
+   against the 16-bit denoiser's, plus the size at the model's full depth (dry run):
+     pixart  PixArt-Sigma's layout (hidden 1152), --dit-layers blocks, CFG batch 2, 120 text tokens
+     flux    FLUX.1-dev's layout (hidden 3072), --dit-layers double and twice as many single blocks,
+             batch 1 (guidance-distilled), 512 text tokens; AdaLN modulation in W4A16 as in
+             configs/quant/flux-dev.yaml
 3. The reference models: step time per backend, and image PSNR of cpu-fast against cpu-exact
    (the CPU default is cpu-fast only if this is >= 30 dB) and of each against the 16-bit model.
 """
 
 import argparse
+import contextlib
 import copy
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -29,9 +34,9 @@ from svdtune.eval.world_bench import prompt_suite  # noqa: E402
 from svdtune.generate import generate_images  # noqa: E402
 from svdtune.pipelines import load_pipeline  # noqa: E402
 from svdtune.quant import QuantConfig, quantize, set_backend  # noqa: E402
-from svdtune.quant.config import CalibrationConfig  # noqa: E402
+from svdtune.quant.config import ADALN_W4A16, CalibrationConfig  # noqa: E402
 from svdtune.quant.metrics import sqnr_db  # noqa: E402
-from svdtune.quant.quantize import denoiser_of, plan  # noqa: E402
+from svdtune.quant.quantize import denoiser_of, plan, size_summary  # noqa: E402
 from svdtune.kernels.artifact import save_svdq  # noqa: E402
 from svdtune.quant.svdquant import fit_layer  # noqa: E402
 from svdtune.eval.metrics import psnr  # noqa: E402
@@ -77,8 +82,10 @@ def layer_table(k: int, n: int, m: int, rank: int, rounds: int) -> str:
 # ---------------------------------------------------------------- 2. a DiT of realistic width
 
 def pixart_layout(layers: int):
+    """(model, inputs(dtype), quant config, architecture file of the full-depth model)."""
     from diffusers import PixArtTransformer2DModel
 
+    arch = Path("configs/quant/architectures/pixart-sigma-xl.json")
     model = PixArtTransformer2DModel(
         sample_size=64, patch_size=2, in_channels=4, out_channels=8, num_layers=layers, num_attention_heads=16,
         attention_head_dim=72, cross_attention_dim=1152, caption_channels=4096, norm_type="ada_norm_single",
@@ -90,11 +97,34 @@ def pixart_layout(layers: int):
                     encoder_hidden_states=torch.randn(2, 120, 4096, generator=g).to(dtype),
                     timestep=torch.tensor([500, 500]), added_cond_kwargs={"resolution": None, "aspect_ratio": None})
 
-    return model, inputs
+    return model, inputs, QuantConfig(), arch
+
+
+def flux_layout(layers: int):
+    from diffusers import FluxTransformer2DModel
+
+    arch = Path("configs/quant/architectures/flux1-dev.json")
+    config = json.loads(arch.read_text()) | {"num_layers": layers, "num_single_layers": 2 * layers}
+    model = FluxTransformer2DModel.from_config(config).eval()
+
+    def inputs(dtype):
+        g = torch.Generator().manual_seed(0)
+        rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+        img_ids = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3)
+        return dict(hidden_states=torch.randn(1, 1024, 64, generator=g).to(dtype),
+                    encoder_hidden_states=torch.randn(1, 512, 4096, generator=g).to(dtype),
+                    pooled_projections=torch.randn(1, 768, generator=g).to(dtype),
+                    timestep=torch.tensor([0.5]).to(dtype), guidance=torch.tensor([3.5]).to(dtype),
+                    img_ids=img_ids, txt_ids=torch.zeros(512, 3))
+
+    return model, inputs, QuantConfig(weight_only=list(ADALN_W4A16)), arch
+
+
+LAYOUTS = {"pixart": pixart_layout, "flux": flux_layout}
 
 
 @torch.no_grad()
-def fill_random(model: nn.Module, seed: int = 0) -> None:
+def fill_random(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random codes, scales and branch in every quantized shell (timing needs shapes, not values)."""
     from svdtune.quant.linear import SVDQuantLinear
 
@@ -105,19 +135,34 @@ def fill_random(model: nn.Module, seed: int = 0) -> None:
             m.wscales.copy_((torch.rand(m.wscales.shape, generator=g) * 0.01 + 1e-3).to(m.wscales.dtype))
             m.down.copy_(torch.randn(m.down.shape, generator=g) * 0.02)
             m.up.copy_(torch.randn(m.up.shape, generator=g) * 0.02)
+    return model
 
 
 def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def dit_table(layers: int, rounds: int) -> str:
-    model, inputs = pixart_layout(layers)
-    bf16 = copy.deepcopy(model).bfloat16()
-    quant = plan(copy.deepcopy(model), QuantConfig())
-    fill_random(quant)
-    kernels = {b: set_backend(copy.deepcopy(quant), b) for b in KERNELS}
-    quant_bf16 = set_backend(copy.deepcopy(quant).bfloat16(), "cpu-fast")  # 4-bit layers, bf16 elsewhere
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def dit_table(layout: str, layers: int, rounds: int) -> str:
+    """Each variant is built afresh (random weights: timing needs shapes, not values), the 16-bit
+    ones directly in bf16, so that no second fp32 model is ever alive beside the fp32 one."""
+    build = LAYOUTS[layout]
+    model, inputs, cfg, arch = build(layers)
+    with default_dtype(torch.bfloat16):
+        bf16 = build(layers)[0]
+        quant_bf16 = set_backend(fill_random(plan(build(layers)[0], cfg)), "cpu-fast")  # bf16 outside the 4-bit layers
+    # cpu-exact keeps every residual dequantized in fp32: at FLUX's width that would not fit beside the rest.
+    kernels = {b: set_backend(copy.deepcopy(quant_bf16).float(), b)
+               for b in (KERNELS if layout == "pixart" else ("cpu-fast",))}
     x32, x16 = inputs(torch.float32), inputs(torch.bfloat16)
     fns = {"fp32": lambda: model(**x32), "bf16": lambda: bf16(**x16)}
     fns |= {f"W4A4 {b}": (lambda q=q: q(**x32)) for b, q in kernels.items()}
@@ -125,25 +170,34 @@ def dit_table(layers: int, rounds: int) -> str:
     with torch.no_grad():
         times = interleaved_best(fns, rounds, warmup=1)
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return (f"\nOne denoising step (batch 2, 1024 image tokens, 120 text tokens) of a PixArt-Sigma-layout DiT, "
-            f"hidden 1152, {layers} blocks, {params:.0f} M parameters, random weights\n"
-            + table(["method", "ms", "vs fp32", "vs bf16"], speed_rows(times)))
+    shape = ", ".join(f"{k}={v}" for k, v in model.config.items() if k in ("num_layers", "num_single_layers"))
+    del fns, model, kernels  # the artifact's writer needs the memory
+    return (f"\nOne denoising step (batch {x32['hidden_states'].shape[0]}, 1024 image tokens, "
+            f"{x32['encoder_hidden_states'].shape[1]} text tokens) of a {layout} layout DiT ({shape}), "
+            f"{params:.0f} M parameters, random weights\n"
+            + table(["method", "ms", "vs fp32", "vs bf16"], speed_rows(times)) + "\n"
+            + artifact_size(bf16, quant_bf16, cfg, arch))
 
 
-def artifact_size(layers: int) -> str:
-    """The svdq artifact against the 16-bit denoiser. The 16-bit layers every DiT keeps (adaLN
-    modulation, caption projection: about 28 M parameters here) weigh less the deeper the model."""
+def artifact_size(bf16: nn.Module, quant_bf16: nn.Module, cfg: QuantConfig, arch: Path) -> str:
+    """The svdq artifact (bf16) on disk against the 16-bit denoiser's safetensors, and the same
+    sizes at the full depth of `arch` (a dry run on the meta device: bytes as stored, unpadded).
+    The 16-bit layers every DiT keeps (embedders, caption projection) weigh less the deeper it is."""
+    import diffusers
     from safetensors.torch import save_file
 
-    model, _ = pixart_layout(layers)
-    quant = plan(copy.deepcopy(model), QuantConfig())
-    fill_random(quant)
     with tempfile.TemporaryDirectory() as tmp:
-        save_file({k: v.bfloat16().contiguous() for k, v in model.state_dict().items()}, f"{tmp}/bf16.safetensors")
+        save_file({k: v.contiguous() for k, v in bf16.state_dict().items()}, f"{tmp}/bf16.safetensors")
         fp16_bytes = Path(f"{tmp}/bf16.safetensors").stat().st_size
-        quant_bytes = folder_bytes(save_svdq(quant.bfloat16(), f"{tmp}/w4a4"))
-    return (f"svdq artifact (bf16) of the {layers}-block layout: {quant_bytes / 2**20:.1f} MiB vs "
-            f"{fp16_bytes / 2**20:.1f} MiB for the 16-bit denoiser = {quant_bytes / fp16_bytes:.3f}x")
+        quant_bytes = folder_bytes(save_svdq(quant_bf16, f"{tmp}/w4a4"))
+    config = json.loads(arch.read_text())
+    with torch.device("meta"):
+        full = size_summary(plan(getattr(diffusers, config["_class_name"]).from_config(config), cfg))
+    full_ratio = full["denoiser_quantized_bytes"] / full["denoiser_fp16_bytes"]
+    return (f"svdq artifact on disk: {quant_bytes / 2**20:.1f} MiB vs {fp16_bytes / 2**20:.1f} MiB for the 16-bit "
+            f"denoiser = {quant_bytes / fp16_bytes:.3f}x; at full depth ({arch.name}, dry run): "
+            f"{full['denoiser_quantized_bytes'] / 2**30:.2f} GiB vs {full['denoiser_fp16_bytes'] / 2**30:.2f} GiB "
+            f"= {full_ratio:.3f}x (quantized layers {full['layers_ratio']:.3f}x)")
 
 
 # ---------------------------------------------------------------- 3. the reference models
@@ -209,6 +263,7 @@ def _bf16(tree):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--dit-layout", choices=LAYOUTS, default="pixart")
     ap.add_argument("--dit-layers", type=int, default=4)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--models", nargs="*", default=["ref-unet", "ref-dit"])
@@ -219,9 +274,7 @@ def main():
         for kn in (1024, 3072):
             print(layer_table(kn, kn, 1024, 32, args.rounds))
     if "dit" not in args.skip:
-        print(dit_table(args.dit_layers, args.rounds))
-        for layers in sorted({args.dit_layers, 28}):  # 28: PixArt-Sigma's own depth
-            print(artifact_size(layers))
+        print(dit_table(args.dit_layout, args.dit_layers, args.rounds))
     if "reference" not in args.skip:
         for name in args.models:
             print(reference_table(name, args.prompts, args.rounds))

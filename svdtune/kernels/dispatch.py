@@ -3,7 +3,8 @@
     fake       dequantized weights, fake-quantized activations: differentiable, the training path
     reference  integer codes through the pure-torch reference (svdtune.kernels.reference)
     cpu-exact  per-group W4A4, exact up to fp32 summation order (svdtune.kernels.cpu.exact)
-    cpu-fast   int8 VNNI GEMM with int8 activations (svdtune.kernels.cpu.w8a8)
+    cpu-fast   int8 VNNI GEMM with int8 activations (svdtune.kernels.cpu.w8a8); weight-only layers
+               through an int8 weight-only GEMM (svdtune.kernels.cpu.weight_only)
     cpu        the CPU default: cpu-fast (its images stay >= 30 dB PSNR from cpu-exact on the
                reference models, benchmarks/kernels_cpu.py)
     triton     the fused Triton kernels (svdtune.kernels.triton): CUDA tensors, or CPU tensors
@@ -50,9 +51,11 @@ def kernel_forward(layer, x: torch.Tensor) -> torch.Tensor:
         from svdtune.kernels import reference
 
         return reference.svdquant_forward(layer, x)
-    from svdtune.kernels.cpu import exact, w8a8
+    from svdtune.kernels.cpu import exact, w8a8, weight_only
 
     if backend == "cpu-fast" and layer.spec.kernel_size is None:
+        if layer.spec.activations == "none":
+            return weight_only.forward(layer, _plan(layer, backend, weight_only.prepare), x)
         return w8a8.forward(_plan(layer, backend, w8a8.prepare), x)
     if backend == "triton":
         from svdtune.kernels import triton as triton_kernels

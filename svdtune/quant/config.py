@@ -52,6 +52,9 @@ KEEP_16BIT = (
     r"(^|attentions\.\d+\.)proj_(in|out)$",
 )
 
+# AdaLN modulation linears of FLUX / SD3 / SANA blocks and of their output norms.
+ADALN_W4A16 = (r"(^|\.)norm\w*\.linear$",)
+
 
 @dataclasses.dataclass
 class CalibrationConfig:
@@ -85,17 +88,21 @@ class QuantConfig:
     unsigned_acts: bool = True           # shifted uint4 for non-negative-ish (post-GELU) int4 inputs
     include: list[str] = dataclasses.field(default_factory=lambda: [r".*"])
     exclude: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_16BIT))
+    # Layers (excluded ones included) quantized to 4-bit weights with 16-bit activations, no
+    # smoothing and no branch: nunchaku stores FLUX's AdaLN modulation this way (W4A16), a
+    # quarter of FLUX's weights that see one row per image (ADALN_W4A16).
+    weight_only: list[str] = dataclasses.field(default_factory=list)
     conv3x3: bool = False                # also quantize k x k convolutions (implicit im2col view)
     calibration: CalibrationConfig = dataclasses.field(default_factory=CalibrationConfig)
 
     def validate(self) -> None:
         if self.version != VERSION:
             raise ValueError(f"version {self.version} is not supported; this svdtune reads version {VERSION}")
-        for pattern in (*self.include, *self.exclude):
+        for pattern in (*self.include, *self.exclude, *self.weight_only):
             try:
                 re.compile(pattern)
             except re.error as e:
-                raise ValueError(f"include/exclude pattern {pattern!r} is not a valid regex ({e})") from None
+                raise ValueError(f"include/exclude/weight_only pattern {pattern!r} is not a valid regex ({e})") from None
         r = self.resolved()
         if r.rank < 0 or r.lowrank_iters < 1:
             raise ValueError(f"rank must be >= 0 and lowrank_iters >= 1, got {r.rank} and {r.lowrank_iters}")
@@ -116,6 +123,15 @@ class QuantConfig:
         if out.group_size is None:
             out.group_size = FORMAT_GROUP[out.weights]
         return out
+
+    def layer_config(self, name: str) -> "QuantConfig | None":
+        """The config layer `name` is quantized with (`self` must be resolved), None if it stays
+        16-bit: W4A4 for include minus exclude, weights only for the `weight_only` patterns."""
+        if any(re.search(p, name) for p in self.include) and not any(re.search(p, name) for p in self.exclude):
+            return self
+        if any(re.search(p, name) for p in self.weight_only):
+            return dataclasses.replace(self, activations="none", rank=0, smooth=False, lowrank_iters=1)
+        return None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)

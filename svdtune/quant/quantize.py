@@ -6,13 +6,12 @@
 
 Works on any diffusers denoiser (UNet2DConditionModel, FLUX / SD3 / PixArt / SANA transformers):
 layers are found by type (nn.Linear, 1x1 nn.Conv2d, and k x k convolutions with `conv3x3`) and
-filtered by the config's include / exclude regexes on their qualified names.
+filtered by the config's include / exclude / weight_only regexes on their qualified names.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 
 import torch
@@ -57,9 +56,10 @@ def select_layers(model: nn.Module, cfg: QuantConfig) -> tuple[dict[str, nn.Modu
             channels = m.in_channels
         else:
             continue
-        if not any(re.search(p, name) for p in cfg.include) or any(re.search(p, name) for p in cfg.exclude):
+        layer_cfg = cfg.layer_config(name)
+        if layer_cfg is None:
             continue
-        group = cfg.group_size or channels
+        group = layer_cfg.group_size or channels
         if channels % group or group % 2:
             skipped[name] = f"{channels} input channels are not a multiple of the group size {group}"
             continue
@@ -86,7 +86,8 @@ def quantize(model_or_pipe, config: QuantConfig, calibration: dict[str, LayerSta
     model = denoiser_of(model_or_pipe)
     layers, skipped = select_layers(model, cfg)
     if not layers:
-        raise UserError(f"no layer of {type(model).__name__} matches include={cfg.include} minus exclude")
+        raise UserError(f"no layer of {type(model).__name__} matches include={cfg.include} minus exclude, "
+                        f"or weight_only={cfg.weight_only}")
     seconds = {}
     if calibration is None:
         if isinstance(model_or_pipe, nn.Module):
@@ -101,7 +102,7 @@ def quantize(model_or_pipe, config: QuantConfig, calibration: dict[str, LayerSta
         stats = calibration.get(name)
         if stats is None:
             raise UserError(f"no calibration statistics for layer {name!r}")
-        fit = fit_layer(weight_matrix(module), stats.sample, stats.absmax, stats.min, cfg)
+        fit = fit_layer(weight_matrix(module), stats.sample, stats.absmax, stats.min, cfg.layer_config(name))
         model.set_submodule(name, SVDQuantLinear.from_float(module, fit))
         errors[name] = fit.output_error ** 0.5
     seconds["fit"] = round(time.time() - start, 2)
@@ -145,8 +146,10 @@ def plan(model: nn.Module, config: QuantConfig) -> nn.Module:
     device = next(model.parameters()).device
     for name, m in layers.items():
         channels = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
-        rank = min(cfg.rank, m.weight.shape[0], m.weight[0].numel())
-        spec = SVDQuantLinear.spec_for(m, rank, cfg.weights, cfg.activations, cfg.group_size or channels)
+        layer_cfg = cfg.layer_config(name)
+        rank = min(layer_cfg.rank, m.weight.shape[0], m.weight[0].numel())
+        spec = SVDQuantLinear.spec_for(m, rank, layer_cfg.weights, layer_cfg.activations,
+                                       layer_cfg.group_size or channels)
         model.set_submodule(name, SVDQuantLinear(spec, dtype=m.weight.dtype, device=device))
     model.svdtune_quant = QuantReport(cfg, {}, skipped)
     return model

@@ -10,6 +10,7 @@ import torch
 from svdtune.errors import UserError
 from svdtune.kernels.artifact import MANIFEST, WEIGHTS, load_svdq, save_svdq
 from svdtune.kernels.format import RANK_MULTIPLE, TILE, pack_layer, padded_sizes, unpack_layer
+from svdtune.quant.config import ADALN_W4A16
 from svdtune.quant.linear import LayerSpec, SVDQuantLinear, set_backend
 from svdtune.quant.metrics import sqnr_db
 from tests.quant.tiny_models import quantized as quantized_model
@@ -64,16 +65,22 @@ def _rebuilt(spec, buffers):
     return layer
 
 
-def test_artifact_reloads_to_the_same_model(tmp_path):
-    model, _, inputs = quantized_model("pixart")
+def _specs(model) -> dict:
+    return {n: m.spec for n, m in model.named_modules() if isinstance(m, SVDQuantLinear)}
+
+
+@pytest.mark.parametrize("name,overrides", [("pixart", {}), ("flux", {"weight_only": list(ADALN_W4A16)})])
+def test_artifact_reloads_to_the_same_model(name, overrides, tmp_path):
+    model, _, inputs = quantized_model(name, **overrides)
     x = inputs(seed=2)
     with torch.no_grad():
         expected = set_backend(model, "reference")(**x).sample
-    save_svdq(model, tmp_path, extra={"source": "tiny-pixart"})
+    save_svdq(model, tmp_path, extra={"source": f"tiny-{name}"})
     loaded = set_backend(load_svdq(tmp_path), "reference")
     with torch.no_grad():
         out = loaded(**x).sample
-    assert loaded.svdtune_artifact["source"] == "tiny-pixart"
+    assert loaded.svdtune_artifact["source"] == f"tiny-{name}"
+    assert _specs(loaded) == _specs(model)
     assert sqnr_db(expected, out) > 35  # only the 16-bit rounding of the stored branch and 16-bit layers
 
 

@@ -17,6 +17,7 @@ CASES = {  # name: (config overrides, post-GELU input)
     "svdquant-nvfp4": (dict(rank=8, weights="nvfp4", activations="nvfp4", group_size=16), False),
     "w8a8": (dict(method="w8a8"), False),
     "nf4": (dict(method="nf4"), False),
+    "weight-only-int4": (dict(activations="none", rank=0, smooth=False), False),
 }
 
 

@@ -72,6 +72,35 @@ def test_method_ordering_on_a_model():
     assert results["svdquant"] > results["smoothquant"] >= results["rtn"] - 0.5, results
 
 
+def test_weight_only_layers(tmp_path):
+    """FLUX's AdaLN modulation as nunchaku stores it: 4-bit weights, 16-bit inputs, no branch; the
+    other layers stay W4A4, and the checkpoint reloads them as they were."""
+    from svdtune.quant.config import ADALN_W4A16
+    from svdtune.quant.quantize import size_summary
+
+    cfg = QuantConfig(**FAST, weight_only=list(ADALN_W4A16))
+    model, inputs, stats = calibrated("flux", cfg)
+    reference = run(model, inputs(seed=2))
+    quantize(model, cfg, calibration=stats)
+    specs = {n: m.spec for n, m in model.named_modules() if isinstance(m, SVDQuantLinear)}
+    modulation = {n for n in specs if n.rsplit(".", 2)[-2].startswith("norm")}
+    assert modulation >= {"transformer_blocks.0.norm1.linear", "single_transformer_blocks.0.norm.linear",
+                          "norm_out.linear"}
+    assert all(specs[n].activations == "none" and specs[n].rank == 0 and specs[n].weights == "int4" for n in modulation)
+    assert specs["transformer_blocks.0.attn.to_q"].activations == "int4" and specs["transformer_blocks.0.attn.to_q"].rank == 8
+    assert torch.equal(model.get_submodule("transformer_blocks.0.norm1.linear").smooth,
+                       torch.ones(specs["transformer_blocks.0.norm1.linear"].in_channels))
+    out = run(model, inputs(seed=2))
+    assert sqnr_db(reference, out) > 12
+
+    w4a4_only, _, stats = calibrated("flux", QuantConfig(**FAST))
+    quantize(w4a4_only, QuantConfig(**FAST), calibration=stats)
+    assert size_summary(model)["denoiser_quantized_bytes"] < size_summary(w4a4_only)["denoiser_quantized_bytes"]
+
+    save_quantized(model, tmp_path, source="tiny-flux")
+    assert torch.equal(run(load_quantized(tmp_path), inputs(seed=2)), out)
+
+
 def test_config_yaml_json_roundtrip(tmp_path):
     from svdtune.config import load_config, save_config
 
@@ -88,6 +117,7 @@ def test_config_yaml_json_roundtrip(tmp_path):
     ("weights=nvfp4 group_size=64", "nvfp4 uses groups of 16"),
     ("version=9", "version 9 is not supported"),
     ("exclude=['(']", "not a valid regex"),
+    ("weight_only=['[']", "weight_only pattern '\\[' is not a valid regex"),
 ])
 def test_bad_configs_are_named(override, message):
     from svdtune.config import ConfigError, load_config

@@ -44,6 +44,15 @@ def test_cpu_fast_is_close_to_reference_and_not_further_from_16_bit(case):
     assert sqnr_db(full, fast) >= sqnr_db(full, reference) - 0.1
 
 
+def test_cpu_fast_weight_only_layer_matches_reference():
+    """A weight-only layer keeps its 16-bit inputs in fast mode too; only its weight is re-rounded
+    to int8 per output channel (about 7 bits against the 4 it came from)."""
+    _, layer, x = _layer("weight-only-int4", "linear")
+    reference, fast = _run(layer, "reference", x), _run(layer, "cpu-fast", x)
+    assert sqnr_db(reference, fast) > 30
+    assert hasattr(layer, "_kernel_plan") and layer._kernel_plan[1].weight.dtype == torch.int8
+
+
 def test_cpu_backend_default_and_auto_run_fast_mode_on_cpu():
     _, layer, x = _layer("svdquant-int4", "linear")
     fast = _run(layer, "cpu-fast", x)
