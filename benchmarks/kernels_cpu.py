@@ -11,7 +11,7 @@ Tables (times: best of --rounds, methods interleaved in one process):
      pixart  PixArt-Sigma's layout (hidden 1152), --dit-layers blocks, CFG batch 2, 120 text tokens
      flux    FLUX.1-dev's layout (hidden 3072), --dit-layers double and twice as many single blocks,
              batch 1 (guidance-distilled), 512 text tokens; AdaLN modulation in W4A16 as in
-             configs/quant/flux-dev.yaml
+             configs/quant/flux-dev.yaml (--dit-layers 3: 1.9 B parameters, about 20 GB of RAM)
 3. The reference models: step time per backend, and image PSNR of cpu-fast against cpu-exact
    (the CPU default is cpu-fast only if this is >= 30 dB) and of each against the 16-bit model.
 """
