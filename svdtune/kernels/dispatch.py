@@ -8,7 +8,8 @@
     cpu        the CPU default: cpu-fast (its images stay >= 30 dB PSNR from cpu-exact on the
                reference models, benchmarks/kernels_cpu.py)
     triton     the fused Triton kernels (svdtune.kernels.triton): CUDA tensors, or CPU tensors
-               under TRITON_INTERPRET=1; INT4 linear layers (others run the exact path)
+               under TRITON_INTERPRET=1; INT4 linear layers (weight-only layers dequantize their
+               weight per call, others run the exact path)
     auto       by the input's device: triton on CUDA, the CPU default on CPU, else the reference
 
 A kernel's prepared state (unpacked int8 weight, dequantized residual, ...) is built on first use
@@ -62,6 +63,8 @@ def kernel_forward(layer, x: torch.Tensor) -> torch.Tensor:
 
         if triton_kernels.supports(layer):
             return triton_kernels.forward(_plan(layer, backend, triton_kernels.prepare), x)
+        if layer.spec.activations == "none":  # weight-only: dequantize per call, keep only the 4-bit codes
+            return layer.fake_forward(x)
     return exact.forward(layer, _plan(layer, "cpu-exact", exact.prepare), x)
 
 

@@ -43,3 +43,14 @@ def test_unsupported_layers_fall_back_to_the_exact_path():
         reference = set_backend(layer, "reference")(x)
         out = set_backend(layer, "triton")(x)
     assert relative_error(reference, out) < 1e-4
+
+
+def test_weight_only_layers_dequantize_per_call():
+    """A W4A16 layer (AdaLN modulation) on the triton backend keeps no dequantized copy: its
+    memory stays the 4-bit codes."""
+    torch.manual_seed(0)
+    layer, x = quantized(nn.Linear(128, 96), torch.randn(2, 128), dict(activations="none", rank=0, smooth=False), False)
+    with torch.no_grad():
+        reference = set_backend(layer, "reference")(x)
+        out = set_backend(layer.to(DEVICE), "triton")(x.to(DEVICE)).cpu()
+    assert relative_error(reference, out) < 1e-5 and not hasattr(layer, "_kernel_plan")
