@@ -65,3 +65,14 @@ def test_shrink_search_never_worse_than_full_range():
 def test_bad_group_size_names_the_numbers():
     with pytest.raises(ValueError, match="100 input channels are not a multiple of the group size 64"):
         F.quantize(torch.randn(2, 100), "int4", 64)
+
+
+@pytest.mark.parametrize("fmt,group", [("int4", 64), ("nvfp4", 16), ("nf4", 64)])
+def test_dequantize_packed_equals_unpacking_first(fmt, group):
+    from svdtune.kernels.packing import pack_nibbles, unpack_nibbles
+
+    torch.manual_seed(0)
+    q = F.quantize(torch.randn(48, 256) * 3, fmt, group)
+    packed = pack_nibbles(q.codes)
+    assert torch.equal(unpack_nibbles(packed, signed=fmt == "int4"), q.codes)
+    assert torch.equal(F.dequantize_packed(packed, q.scales, fmt, group, q.tensor_scale), F.dequantize(q))
