@@ -126,12 +126,10 @@ class SVDQuantLinear(nn.Module):
 
     def residual_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Dequantized residual (N, K)."""
-        s = self.spec
+        s, dtype = self.spec, dtype or self.smooth.dtype
         if s.weights == "int8":
-            w = F.dequantize(self.residual())
-        else:
-            w = F.dequantize_packed(self.qweight, self.wscales, s.weights, s.group_size, self.wtensor_scale)
-        return w.to(dtype or self.smooth.dtype)
+            return F.dequantize(self.residual()).to(dtype)
+        return F.dequantize_packed(self.qweight, self.wscales, s.weights, s.group_size, self.wtensor_scale, dtype)
 
     def as_conv_weight(self, w: torch.Tensor) -> torch.Tensor:
         """(M, K) matrix view -> (M, C, kh, kw) convolution weight."""

@@ -76,3 +76,6 @@ def test_dequantize_packed_equals_unpacking_first(fmt, group):
     packed = pack_nibbles(q.codes)
     assert torch.equal(unpack_nibbles(packed, signed=fmt == "int4"), q.codes)
     assert torch.equal(F.dequantize_packed(packed, q.scales, fmt, group, q.tensor_scale), F.dequantize(q))
+    for dtype in (torch.bfloat16, torch.float16):  # int4 with bf16 scales computes in bf16: same rounding
+        assert torch.equal(F.dequantize_packed(packed, q.scales, fmt, group, q.tensor_scale, dtype),
+                           F.dequantize(q).to(dtype))
