@@ -36,6 +36,7 @@ from svdtune.pipelines import load_pipeline  # noqa: E402
 from svdtune.quant import QuantConfig, quantize, set_backend  # noqa: E402
 from svdtune.quant.config import ADALN_W4A16, CalibrationConfig  # noqa: E402
 from svdtune.quant.metrics import sqnr_db  # noqa: E402
+from svdtune.quant.job import planned_model  # noqa: E402
 from svdtune.quant.quantize import denoiser_of, plan, size_summary  # noqa: E402
 from svdtune.kernels.artifact import save_svdq  # noqa: E402
 from svdtune.quant.svdquant import fit_layer  # noqa: E402
@@ -183,16 +184,13 @@ def artifact_size(bf16: nn.Module, quant_bf16: nn.Module, cfg: QuantConfig, arch
     """The svdq artifact (bf16) on disk against the 16-bit denoiser's safetensors, and the same
     sizes at the full depth of `arch` (a dry run on the meta device: bytes as stored, unpadded).
     The 16-bit layers every DiT keeps (embedders, caption projection) weigh less the deeper it is."""
-    import diffusers
     from safetensors.torch import save_file
 
     with tempfile.TemporaryDirectory() as tmp:
         save_file({k: v.contiguous() for k, v in bf16.state_dict().items()}, f"{tmp}/bf16.safetensors")
         fp16_bytes = Path(f"{tmp}/bf16.safetensors").stat().st_size
         quant_bytes = folder_bytes(save_svdq(quant_bf16, f"{tmp}/w4a4"))
-    config = json.loads(arch.read_text())
-    with torch.device("meta"):
-        full = size_summary(plan(getattr(diffusers, config["_class_name"]).from_config(config), cfg))
+    full = size_summary(planned_model(arch, cfg))
     full_ratio = full["denoiser_quantized_bytes"] / full["denoiser_fp16_bytes"]
     return (f"svdq artifact on disk: {quant_bytes / 2**20:.1f} MiB vs {fp16_bytes / 2**20:.1f} MiB for the 16-bit "
             f"denoiser = {quant_bytes / fp16_bytes:.3f}x; at full depth ({arch.name}, dry run): "

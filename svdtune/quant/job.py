@@ -38,10 +38,25 @@ class QuantizeJobConfig:
     architecture: str = ""           # denoiser config.json for dry runs (default: the model's own)
 
 
-def dry_run(cfg: QuantizeJobConfig) -> Path:
+def planned_model(path: Path, quant: QuantConfig):
+    """The denoiser of an architecture file (a diffusers config.json) on the meta device, with the
+    `SVDQuantLinear` shells `quant` would give it: sizes without weights."""
     import diffusers
     import torch
 
+    from svdtune.errors import UserError
+
+    if not path.is_file():
+        raise UserError(f"architecture file {str(path)!r} does not exist")
+    arch = json.loads(path.read_text())
+    cls = getattr(diffusers, arch.get("_class_name", ""), None)
+    if cls is None:
+        raise UserError(f"{path}: _class_name {arch.get('_class_name')!r} is not a diffusers model class")
+    with torch.device("meta"):
+        return plan(cls.from_config(arch), quant)
+
+
+def dry_run(cfg: QuantizeJobConfig) -> Path:
     from svdtune.errors import UserError
     from svdtune.pipelines import resolve_model
 
@@ -51,23 +66,17 @@ def dry_run(cfg: QuantizeJobConfig) -> Path:
         path = next((folder / d / "config.json" for d in ("transformer", "unet") if (folder / d / "config.json").is_file()), None)
         if path is None:
             raise UserError(f"no denoiser config.json under {str(folder)!r}; pass architecture=path/to/config.json")
-    if not path.is_file():
-        raise UserError(f"architecture file {str(path)!r} does not exist")
-    arch = json.loads(path.read_text())
-    cls = getattr(diffusers, arch.get("_class_name", ""), None)
-    if cls is None:
-        raise UserError(f"{path}: _class_name {arch.get('_class_name')!r} is not a diffusers model class")
-    with torch.device("meta"):
-        model = plan(cls.from_config(arch), cfg.quant)
+    model = planned_model(path, cfg.quant)
+    name = type(model).__name__
     out = Path(cfg.output_dir)
     save_config(cfg, out)
     layers = [n for n, m in model.named_modules() if isinstance(m, SVDQuantLinear)]
-    summary = {"model": cfg.model, "architecture": str(path), "class": cls.__name__, "quantized": layers,
+    summary = {"model": cfg.model, "architecture": str(path), "class": name, "quantized": layers,
                "skipped": model.svdtune_quant.skipped, "size": size_summary(model)}
     atomic_write_text(out / "plan.json", json.dumps(summary, indent=1))
     s = summary["size"]
     log.info("%s: %d layers would be quantized (%d skipped); they take %.3fx their 16-bit size; the denoiser "
-             "%.2f GiB -> %.2f GiB", cls.__name__, len(layers), len(summary["skipped"]), s["layers_ratio"],
+             "%.2f GiB -> %.2f GiB", name, len(layers), len(summary["skipped"]), s["layers_ratio"],
              s["denoiser_fp16_bytes"] / 2**30, s["denoiser_quantized_bytes"] / 2**30)
     return out
 
