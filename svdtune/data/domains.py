@@ -90,16 +90,32 @@ def word_pattern(phrases: list[str]) -> re.Pattern | None:
 
 # Things that look like the domain's subject but are not it: "a toy fire truck", "a statue of a
 # horse", "a cake shaped like a car", "a man in a hot dog costume". Matched spans are masked.
-_THING = r"(?:\s+(?:an?|the|two|some|little|small|large|giant|big))?(?:\s+[\w'-]+){1,2}"
+# What is depicted runs to the end of its noun phrase: up to six words, stopping at a word that
+# places it somewhere ("a photo of a horse | hanging above the fireplace" keeps the fireplace).
+_PLACING = (r"on|in|at|above|below|beside|next|near|by|outside|inside|under|over|behind|against|hanging|sitting|"
+            r"standing|leaning|lying|held|left|while")
+_THING = rf"(?:,?\s+(?!(?:{_PLACING})\b)[\w'-]+){{1,6}}"
+_IMAGES = (r"statue|sculpture|figurine|carving|painting|drawing|sketch|illustration|poster|postcard|mural|print|"
+           r"tattoo|sign|logo|billboard|ad|advertisement|screen|monitor|tv|television|menu|chalkboard|book|"
+           r"magazine|cover|movie|film|show|documentary|video|calendar|puzzle|printed|painted")
 DEPICTIONS = "|".join([
-    r"(?:toy|stuffed|plush|plastic|rubber|porcelain|ceramic|bronze|origami|model|lego|inflatable|cartoon|fake|"
-    r"miniature)(?:\s+[\w'-]+){1,2}",
-    r"(?:statue|sculpture|figurine|painting|drawing|poster|mural|print|sign|logo|billboard|ad|advertisement|"
-    r"screen|printed|painted|with\s+an?\s+(?:picture|photo|image))s?\s+(?:of|for|with|showing|advertising|reading|saying|that\s+says|pointing\s+to(?:ward)?)(?:\s+(?:a|an|the))?(?:\s+[\w'-]+){1,2}",
+    rf"(?:toy|stuffed|plush|plastic|rubber|porcelain|ceramic|bronze|brass|marble|wax|clay|carved|origami|model|"
+    rf"lego|inflatable|cartoon|fake|miniature){_THING}",
+    rf"(?:{_IMAGES})s?\s+(?:of|for|with|showing|displaying|advertising|reading|reads|saying|says|that\s+(?:says|reads)|"
+    rf"listing|about|featuring|depicting|pointing\s+to(?:ward)?){_THING}",
+    # "a framed photo of a car", "a phone that shows a picture of a cat"; a caption that *is* "a photo
+    # of a dog" keeps its dog
+    rf"(?:framed|holding|holds|showing|shows|displaying|with)\s+(?:an?\s+|the\s+)?(?:[\w'-]+\s+)?"
+    rf"(?:photo|photograph|picture|image|selfie)s?\s+of{_THING}",
     rf"(?:shaped|decorated|made)\s+(?:like|to\s+look\s+like|as){_THING}",
     rf"(?:looks|look|dressed)\s+(?:like|as){_THING}",
-    r"[\w'-]+(?:\s+[\w'-]+)?\s+(?:costume|suit|mascot|kite|statue|figurine|sculpture|decal|sticker|ornament|balloon|"
-    r"magnet|pattern|print|picture|logo|painted|printed|crackers|mask|jersey)s?(?!\s+of\b)",
+    rf"(?:shape|form)\s+of{_THING}",
+    rf"(?:listing|advertising){_THING}",
+    r"(?:the\s+)?words?\s+[\"']?[\w'-]+",
+    r"[\w'-]+(?:\s+[\w'-]+)?\s+(?:costume|suit|mascot|kite|statue|figurine|sculpture|carving|decal|sticker|ornament|"
+    r"balloon|magnet|pattern|print|picture|logo|crackers|mask|jersey|tattoo|hat|cap|ears|feathers?|bookend|clock|"
+    r"emblem|pinata|plushie|puppet|shaped|themed|patterned)s?(?!\s+(?:of|like)\b)",
+    r"[\w'-]+(?:\s+[\w'-]+)?\s+(?:painted|printed|drawn|embroidered|stitched)\s+(?:on|in|onto)",
 ])
 
 

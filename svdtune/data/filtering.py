@@ -22,8 +22,9 @@ KEEP, DROP, UNDECIDED = 1, 0, -1
 def decide(ds: datasets.Dataset, domain: Domain, num_proc: int | None = None) -> datasets.Dataset:
     """Adds `decision` (KEEP / DROP / UNDECIDED) and `reason` from categories and keywords.
 
-    Negative phrases are masked out first; a caption with a keyword left is kept, one whose only
-    match was negative is dropped, the rest wait for the embedding stage."""
+    Negative phrases (depictions among them) are masked out first; a veto keyword left rules the
+    domain out, a caption with a keyword left is kept, one whose only match was negative is
+    dropped, the rest wait for the embedding stage."""
     kw, neg, veto = domain.keyword_pattern(), domain.negative_pattern(), domain.veto_pattern()
     return ds.map(_decide_batch, batched=True, batch_size=10_000, num_proc=num_proc, desc="keywords",
                   fn_kwargs={"categories": list(domain.categories), "keywords": kw.pattern if kw else "",
@@ -38,7 +39,7 @@ def _decide_batch(batch, categories, keywords, negatives, vetoes):
         masked = neg.sub(" ", text) if neg is not None else text  # "teddy bear" is not a bear
         if categories and category:  # the source says what the image is: trust it
             d, r = (KEEP, "category match") if category in categories else (DROP, "other category")
-        elif veto is not None and veto.search(text):
+        elif veto is not None and veto.search(masked):  # a painted mountain is no outdoor context
             d, r = DROP, "veto keyword"
         elif kw is not None and kw.search(masked):
             d, r = KEEP, "keyword match"

@@ -23,6 +23,14 @@ def test_depictions_are_not_the_thing_they_show():
         assert kw.search(text) and not kw.search(neg.sub(" ", text)), text
     for text in ("a puppy chewing a teddy bear", "a picture of a dog on a couch", "a statue with a pigeon on its head"):
         assert kw.search(neg.sub(" ", text)), text
+    # what is depicted runs to the end of its noun phrase; names and cooked food are no animals either
+    for text in ("a phone that shows a picture of a small black cat", "a clock shaped like a cat with a tail",
+                 "a child's drawing of a sun and a dog", "a Detroit Tigers player sliding into base",
+                 "a heap of steamed blue crabs", "a bag of dog food on the porch", "a woman in a peacock feather hat"):
+        assert kw.search(text) and not kw.search(neg.sub(" ", text)), text
+    indoor = load_domain("indoor")
+    masked = indoor.negative_pattern().sub(" ", "a painting of a mountain lake hanging above the fireplace")
+    assert not indoor.veto_pattern().search(masked) and indoor.keyword_pattern().search(masked)
 
 
 def test_shipped_domains_load_and_cover_the_real_and_world_domains():
