@@ -6,8 +6,10 @@
 
 The model is loaded once (the adapter merged into the base unless the base is 4-bit) and decodes
 with its KV cache; on the CPU one sequence decodes through int8 copies of the weights
-(`kernels/cpu/int8_weights.py`). A long-lived process can also compile the decoding of single
-greedy prompts (`decoding.compile`: transformers' static cache + torch.compile).
+(`kernels/cpu/int8_weights.py`), and a single greedy prompt starts from the cached keys and
+values of its domain's instruction, which every request shares. A long-lived process can also
+compile the decoding of single greedy prompts (`decoding.compile`: transformers' static cache +
+torch.compile).
 
 Guardrails: a rewrite that drops a content word of the prompt is retried once with beam search,
 then replaced by the prompt plus the domain's style suffix, and the `Rewrite` says which happened.
@@ -15,7 +17,9 @@ then replaced by the prompt plus the domain's style suffix, and the `Rewrite` sa
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 import logging
 from pathlib import Path
 from typing import Literal
@@ -75,6 +79,9 @@ class Rewriter:
         if self.decoding.int8_weights and model.device.type == "cpu" and not hasattr(model, "peft_config"):
             int8_weights_(model)
         self._static_cache = None
+        self._instruction_caches = {}
+        # transformers 5 renamed `past_key_values` to `cache` (the old name warns)
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @classmethod
     def load(cls, path: str = "smollm2", decoding: DecodingConfig | None = None, dtype: str = "bfloat16",
@@ -133,7 +140,26 @@ class Rewriter:
         cache.reset()
         config = CompileConfig(dynamic=False, mode="default")
         config._compile_all_devices = True  # transformers compiles on GPUs only unless told (CPU: mode "default")
-        return dict(past_key_values=cache, compile_config=config)
+        return {self._cache_kwarg: cache, "compile_config": config}
+
+    def instruction_cache(self, domain: Domain, input_ids: torch.Tensor):
+        """A copy of the KV cache of the domain's instruction (the conversation up to the user's
+        prompt, which every request shares: about three quarters of its tokens), or None when the
+        prompt's tokens do not start with it."""
+        from transformers import DynamicCache
+
+        marker = "\x00"  # a character `sanitize` removes from prompts
+        rendered = render(self.tokenizer, domain, marker)
+        prefix = rendered[:rendered.index(marker)]
+        if prefix not in self._instruction_caches:
+            ids = self.tokenizer(prefix, return_tensors="pt", add_special_tokens=False).input_ids.to(self.model.device)
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=ids, use_cache=True, **{self._cache_kwarg: cache})
+            self._instruction_caches[prefix] = (ids[0], cache)
+        ids, cache = self._instruction_caches[prefix]
+        if input_ids.shape[1] <= len(ids) or not torch.equal(input_ids[0, :len(ids)], ids):
+            return None
+        return copy.deepcopy(cache)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], domain: Domain | list[Domain], strategy: str) -> list[str]:
@@ -146,6 +172,8 @@ class Rewriter:
             inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
             torch.manual_seed(self.decoding.seed + start)
             kwargs = self.generation_kwargs(strategy, len(chunk), inputs.input_ids.shape[1])
+            if len(chunk) == 1 and strategy != "beam" and not {self._cache_kwarg, "prompt_lookup_num_tokens"} & kwargs.keys():
+                kwargs[self._cache_kwarg] = self.instruction_cache(domains[start], inputs.input_ids)
             ids = self.model.generate(**inputs, **kwargs)
             answers = self.tokenizer.batch_decode(ids[:, inputs.input_ids.shape[1]:], skip_special_tokens=True)
             out += [clean_output(a) for a in answers]

@@ -7,7 +7,7 @@ import pytest
 from svdtune.cli import main
 from svdtune.data.domains import load_domain
 from svdtune.errors import UserError
-from svdtune.rewrite.chat import IGNORE, encode_pair
+from svdtune.rewrite.chat import IGNORE, encode_pair, render
 from svdtune.rewrite.rewriter import DecodingConfig, Rewriter
 
 PASTEL = load_domain("pastel")
@@ -71,6 +71,20 @@ def test_single_prompt_speedups_match_plain_greedy(rewriter, setting):
     assert fast.generation_kwargs("greedy", 2, 20).keys() == rewriter.generation_kwargs("greedy", 2, 20).keys()
     prompts = ["a red circle", "a blue square and a small green cross"]  # two lengths: one compiled graph
     assert [fast.generate([p], PASTEL, "greedy") for p in prompts] == [rewriter.generate([p], PASTEL, "greedy") for p in prompts]
+
+
+def test_single_prompts_start_from_their_domains_cached_instruction(tiny_llm):
+    r = Rewriter.load(str(tiny_llm), DecodingConfig(max_new_tokens=8, int8_weights=False), dtype="float32")
+    prompts = ["a red circle", "a blue square and a small green cross"]
+    full = [r.tokenizer(render(r.tokenizer, PASTEL, p), add_special_tokens=False).input_ids for p in prompts]
+    seen = []
+    r.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[1]),
+                                      with_kwargs=True)
+    cached = [r.generate([p], PASTEL, "greedy")[0] for p in prompts]
+    instruction = seen[0]  # the first call fills the domain's cache; each prompt then prefills only its own tokens
+    assert [seen[1], seen[1 + 8]] == [len(ids) - instruction for ids in full]
+    r.instruction_cache = lambda *args: None  # the whole conversation prefilled instead
+    assert [r.generate([p], PASTEL, "greedy")[0] for p in prompts] == cached
 
 
 def test_bad_input_gets_a_message(rewriter, tiny_llm, capsys):
