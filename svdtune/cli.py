@@ -32,6 +32,7 @@ def _commands():
     from svdtune.train.config import TrainConfig
     from svdtune.rewrite.job import RewriteConfig, run_rewrite
     from svdtune.train.recipe import train_adapter
+    from svdtune.train.reward_pairs import RewardPairsConfig, run_reward_pairs
     from svdtune.train.rewriter import RewriterTrainConfig, train_rewriter
     from svdtune.train.reference.recipe import FamilyConfig, train_family
 
@@ -42,6 +43,7 @@ def _commands():
         "train": (TrainConfig, train_adapter),
         "train-reference": (FamilyConfig, train_family),
         "train-rewriter": (RewriterTrainConfig, train_rewriter),
+        "reward-pairs": (RewardPairsConfig, run_reward_pairs),
         "rewrite": (RewriteConfig, run_rewrite),
         "export": (ExportConfig, run_export),
         "eval": (EvalConfig, run_eval),
@@ -59,6 +61,7 @@ HELP = {
     "train": "train a LoRA domain adapter on the 4-bit backbone (distillation + domain loss, resumable)",
     "train-reference": "train the reference model family from scratch (resumable)",
     "train-rewriter": "LoRA-tune a small LLM to rewrite plain prompts into domain styles (resumable)",
+    "reward-pairs": "rewriter pairs ranked by image reward: sample rewrites, render them with the domain's model, keep the best",
     "rewrite": "rewrite prompts into a domain's style: PROMPT ... --domain pastel [--rewriter RUN]",
     "export": "export trained adapters: --run RUN[:STRENGTH] (repeatable) [format=svdq-merged|folded|lora|kohya]",
     "eval": "generate prompt sets with model variants (16-bit, W4A4, W4A4 + adapter), score, cost, report",

@@ -17,11 +17,17 @@ from svdtune.generate import generate_images
 ALIGNMENT = ("colour", "shape", "count", "all_objects")
 
 
+def image_scores(evaluator, images: np.ndarray, plains: list[str], style: str) -> list[dict[str, float]]:
+    """Per image, each in [0, 1]: colour, shape and count against its plain prompt's objects, all
+    (every asked-for object right and nothing extra, whatever the style) and style."""
+    preds = ev.predict(evaluator, torch.from_numpy(images).permute(0, 3, 1, 2).float())
+    return [ev.score(p, world.parse_prompt(plain)) | {"style": float(p.style == style)} for p, plain in zip(preds, plains)]
+
+
 def score_against_plain(evaluator, images: np.ndarray, plains: list[str], style: str) -> dict[str, float]:
     """Percent: style accuracy, and alignment with the plain prompts' objects (all_objects: every
     asked-for object right and nothing extra, whatever the style)."""
-    preds = ev.predict(evaluator, torch.from_numpy(images).permute(0, 3, 1, 2).float())
-    rows = [ev.score(p, world.parse_prompt(plain)) | {"style": float(p.style == style)} for p, plain in zip(preds, plains)]
+    rows = image_scores(evaluator, images, plains, style)
     return {"style": 100 * float(np.mean([r["style"] for r in rows])),
             **{k: 100 * float(np.mean([r["all" if k == "all_objects" else k] for r in rows])) for k in ALIGNMENT}}
 

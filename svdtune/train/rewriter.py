@@ -58,6 +58,7 @@ class RewriterTrainConfig:
     base_quant: Literal["none", "nf4", "svdquant"] = "none"
     quant: QuantConfig = dataclasses.field(default_factory=lambda: QuantConfig(include=[LLM_LINEARS]))
     data: list[str] = dataclasses.field(default_factory=lambda: ["data/pastel-pairs"])  # `data pairs` folders
+    init_adapter: str = ""                    # a train-rewriter run whose adapter this one starts from
     max_tokens: int = 160                     # longer chats are left out (counted in summary.json)
     output_dir: str = "runs/rewriter/world"
     adapter_name: str = "default"
@@ -206,6 +207,24 @@ def lora_model(model, cfg: RewriterTrainConfig):
     return get_peft_model(model, config, adapter_name=cfg.adapter_name)
 
 
+def start_from(model, cfg: RewriterTrainConfig) -> None:
+    """Load the adapter of run `cfg.init_adapter` into the fresh LoRA (same rank and targets)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    file = Path(cfg.init_adapter) / "adapter" / "adapter_model.safetensors"
+    if not file.is_file():
+        raise UserError(f"init_adapter: {str(file)!r} not found; give a finished train-rewriter run folder")
+    misfit = f"init_adapter: {file} does not fit this LoRA (lora.rank / lora.target differ)"
+    try:
+        result = set_peft_model_state_dict(model, load_file(file), adapter_name=cfg.adapter_name)
+    except RuntimeError as e:  # shapes differ
+        raise UserError(f"{misfit}: {str(e).splitlines()[1].strip()}") from None
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        raise UserError(f"{misfit}: {(result.unexpected_keys or missing)[0]!r}")
+
+
 def load_tuned(run: str | Path, dtype: str = "bfloat16", device: str = "cpu"):
     """(model, tokenizer) of a finished run, in eval mode: the adapter merged into a 16-bit base,
     or kept beside a 4-bit one (what was trained is what runs)."""
@@ -253,6 +272,8 @@ def train_rewriter(cfg: RewriterTrainConfig) -> Path:
         model, tokenizer = load_base(cfg, acc.device, out)
     torch.manual_seed(cfg.seed)  # LoRA's A init
     model = lora_model(model, cfg)
+    if cfg.init_adapter:
+        start_from(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     from diffusers.optimization import get_scheduler
 

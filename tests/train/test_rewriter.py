@@ -52,6 +52,16 @@ def test_train_resume_and_export(tiny_llm, world_pairs, tmp_path):
         assert relative_error(plain(ids).logits, tuned(ids).logits) < 1e-5
 
 
+def test_a_second_stage_starts_from_the_first_runs_adapter(tiny_llm, world_pairs, tmp_path):
+    first = train_rewriter(config(tiny_llm, world_pairs, tmp_path / "first", "steps=2"))
+    still = train_rewriter(config(tiny_llm, world_pairs, tmp_path / "second", "steps=1", "optim.lr=0",
+                                  f"init_adapter={first}"))  # lr 0: whatever it starts from, it ends with
+    a, b = adapter(first), adapter(still)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(UserError, match="does not fit this LoRA"):
+        train_rewriter(config(tiny_llm, world_pairs, tmp_path / "third", "steps=1", "lora.rank=8", f"init_adapter={first}"))
+
+
 def test_svdquant_base_trains_the_deployed_model(tiny_llm, world_pairs, tmp_path):
     from svdtune.train.lora import SVDQuantLoraLayer
 
