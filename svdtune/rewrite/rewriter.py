@@ -6,7 +6,7 @@
 
 The model is loaded once (the adapter merged into the base unless the base is 4-bit) and decodes
 with its KV cache; on the CPU one sequence decodes through int8 copies of the weights
-(`kernels/cpu/int8_weights.py`), and a single greedy prompt starts from the cached keys and
+(`kernels/cpu/int8_weights.py`), and a single prompt starts from the cached keys and
 values of its domain's instruction, which every request shares. A long-lived process can also
 compile the decoding of single greedy prompts (`decoding.compile`: transformers' static cache +
 torch.compile).
