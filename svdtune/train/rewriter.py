@@ -9,7 +9,8 @@ the plain prompt, and the styled prompt as the answer; the loss is on the answer
 The base may be 4-bit: bitsandbytes NF4 (QLoRA) or svdtune's SVDQuant W4A4 on the decoder's
 Linear layers (calibrated on the training chats), whose LoRA layers are the diffusion adapters'.
 Accelerator, batch draws, adapter-only checkpoints and resume are the adapter trainer's
-(svdtune.train.loop).
+(svdtune.train.loop). A second stage starts from a finished run's adapter (`init_adapter`) and
+fine-tunes it on `svdtune reward-pairs` (rewrites ranked by the images they make).
 
 Writes to output_dir: config.yaml, backbone/ (SVDQuant base), checkpoints/step-N/, history.jsonl,
 adapter/ (peft format), merged/ (with export_merged; full model + tokenizer), summary.json
@@ -219,7 +220,7 @@ def start_from(model, cfg: RewriterTrainConfig) -> None:
     try:
         result = set_peft_model_state_dict(model, load_file(file), adapter_name=cfg.adapter_name)
     except RuntimeError as e:  # shapes differ
-        raise UserError(f"{misfit}: {str(e).splitlines()[1].strip()}") from None
+        raise UserError(f"{misfit}: {str(e).splitlines()[-1].strip()}") from None
     missing = [k for k in result.missing_keys if "lora_" in k]
     if result.unexpected_keys or missing:
         raise UserError(f"{misfit}: {(result.unexpected_keys or missing)[0]!r}")
