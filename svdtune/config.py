@@ -143,12 +143,16 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
+def config_text(obj: Any) -> str:
+    """The resolved config as the YAML `save_config` writes."""
+    return yaml.safe_dump(_plain(to_dict(obj)), sort_keys=False)
+
+
 def save_config(obj: Any, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Write the resolved config atomically as `directory/name` and return its path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(_plain(to_dict(obj)), sort_keys=False)
-    return atomic_write_text(directory / name, text)
+    return atomic_write_text(directory / name, config_text(obj))
 
 
 def cache_dir() -> Path:

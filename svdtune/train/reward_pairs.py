@@ -11,7 +11,8 @@ well. So, per plain prompt of the domain: the tuned rewriter's greedy answer and
 ones are rendered by the domain's model (the 4-bit backbone with its adapter, one seed per prompt
 for every candidate) and scored against what the user asked for (the plain prompt's objects, every
 object right) and the domain's style; the best-scoring rewrite becomes the pair's answer (ties go
-to the greedy one). The output is a `data pairs` folder.
+to the greedy one). The output is a `data pairs` folder; each finished candidate round is kept in
+candidates/, so a killed run resumes.
 
 The reward is the world evaluator, so the images must come from a reference-family model; real
 domains would score with CLIP or ImageReward weights, which this version does not load.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from svdtune.config import atomic_write_text, save_config
+from svdtune.config import atomic_write_text, config_text, save_config
 from svdtune.data import world
 from svdtune.data.build import save_dataset
 from svdtune.data.domains import load_domain
@@ -78,23 +80,37 @@ def run_reward_pairs(cfg: RewardPairsConfig) -> Path:
     from svdtune.train.rewriter import load_pairs
 
     out, began = Path(cfg.output_dir), time.perf_counter()
+    rounds = out / "candidates"  # one file per finished candidate round: a killed run resumes from them
+    if (out / "config.yaml").is_file() and (out / "config.yaml").read_text() != config_text(cfg):
+        shutil.rmtree(rounds, ignore_errors=True)  # another config: its rounds are not this one's
     save_config(cfg, out)
+    rounds.mkdir(exist_ok=True)
     domain = load_domain(cfg.domain)
     source = load_pairs([cfg.pairs], "train")
     plains = list(dict.fromkeys(p for p, d in zip(source["plain"], source["domain"]) if d == cfg.domain))[:cfg.prompts]
     if not plains:
         raise UserError(f"{cfg.pairs}: no train pair of domain {cfg.domain!r}")
-    tuned = Rewriter.load(cfg.rewriter)
-    candidates = [[r.text for r in tuned.rewrite(plains, domain)]]  # the greedy answer first: it wins ties
-    for k in range(cfg.samples):
-        sampler = Rewriter(tuned.model, tuned.tokenizer, DecodingConfig(strategy="sample", temperature=cfg.temperature,
-                                                                         seed=cfg.seed + 1 + k))
-        candidates.append([r.text for r in sampler.rewrite(plains, domain)])
-    pipe, evaluator = variants.load(variants.classify("images", cfg.images)), load_evaluator()
-    rewards = []
-    for rewrites in tqdm(candidates, desc="render and score candidates"):
-        images, _ = generate_images(pipe, rewrites, cfg.steps, cfg.guidance, cfg.seed, cfg.batch_size)
-        rewards.append(image_rewards(image_scores(evaluator, images, plains, cfg.domain)))
+    models = {}
+
+    def candidate_round(k: int) -> dict:
+        """Round 0 is the greedy answer (it wins ties), round k > 0 a sample with its own seed."""
+        path = rounds / f"round-{k}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        if not models:
+            models.update(rewriter=Rewriter.load(cfg.rewriter), evaluator=load_evaluator(),
+                          pipe=variants.load(variants.classify("images", cfg.images)))
+        tuned = models["rewriter"]
+        decoding = DecodingConfig(strategy="sample", temperature=cfg.temperature, seed=cfg.seed + k) if k else None
+        rewrites = [r.text for r in Rewriter(tuned.model, tuned.tokenizer, decoding or tuned.decoding).rewrite(plains, domain)]
+        images, _ = generate_images(models["pipe"], rewrites, cfg.steps, cfg.guidance, cfg.seed, cfg.batch_size)
+        result = {"rewrites": rewrites,
+                  "rewards": image_rewards(image_scores(models["evaluator"], images, plains, cfg.domain)).tolist()}
+        atomic_write_text(path, json.dumps(result))
+        return result
+
+    done = [candidate_round(k) for k in tqdm(range(1 + cfg.samples), desc="candidate rounds (rewrite, render, score)")]
+    candidates, rewards = [r["rewrites"] for r in done], [r["rewards"] for r in done]
     rewards = np.stack(rewards)              # (candidates, prompts)
     best = rewards.argmax(0)                 # argmax takes the first of equals: greedy on ties
     rows = [dict(id=f"reward-{i}", source="reward", domain=cfg.domain, plain=p, styled=candidates[best[i]][i],

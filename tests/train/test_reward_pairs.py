@@ -10,7 +10,7 @@ from svdtune.train.reward_pairs import RewardPairsConfig, image_rewards, run_rew
 from svdtune.train.rewriter import load_pairs
 
 
-def test_the_best_rendered_rewrite_becomes_the_pair(tiny_llm, world_pairs, tmp_path):
+def test_the_best_rendered_rewrite_becomes_the_pair(tiny_llm, world_pairs, tmp_path, monkeypatch):
     cfg = load_config(RewardPairsConfig, None, [f"pairs={world_pairs[0]}", f"rewriter={tiny_llm}", "images=ref-unet",
                                                 "prompts=3", "samples=1", "steps=2", f"output_dir={tmp_path / 'out'}"])
     out = run_reward_pairs(cfg)
@@ -22,6 +22,16 @@ def test_the_best_rendered_rewrite_becomes_the_pair(tiny_llm, world_pairs, tmp_p
         best = max(range(2), key=lambda k: (ranked["rewards"][k], -k))  # the greedy one on ties
         assert pair["styled"] == ranked["rewrites"][best] and pair["similarity"] == pytest.approx(ranked["rewards"][best])
     assert (out / "config.yaml").is_file()
+
+    # A rerun (after a kill, say) takes every finished candidate round from disk and renders nothing.
+    import svdtune.generate
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("a finished round was rendered again")
+
+    monkeypatch.setattr(svdtune.generate, "generate_images", no_rendering)
+    again = load_pairs([str(run_reward_pairs(cfg))], "train")
+    assert again["styled"] == pairs["styled"]
 
 
 def test_rewards_rank_style_and_objects_and_unknown_domains_are_refused():
