@@ -32,6 +32,8 @@ class DemoConfig:
     ])
     rewriter: str = "runs/rewriter/world"      # a `svdtune train-rewriter` run (or a causal LM folder)
     rewriter_dtype: str = "bfloat16"
+    rewriter_compile: bool = True              # compiled decoding (decoding.compile): a long-lived process pays
+                                               # the compilation once, on the first rewrite, for faster ones after
     domains: list[str] = dataclasses.field(default_factory=lambda: ["pastel", "neon", "striped", "blueprint"])
     steps: int = 20                            # defaults shown in the UI
     guidance_scale: float = 4.0

@@ -102,7 +102,7 @@ class Engine:
         for note in self.notes:
             log.warning("demo: left out: %s", note)
         self.cache = PipelineCache(cfg.cache_size, cfg.dtype, cfg.device, cfg.backend)
-        self.styler = PromptStyler(cfg.rewriter, cfg.rewriter_dtype, cfg.device)
+        self.styler = PromptStyler(cfg.rewriter, cfg.rewriter_dtype, cfg.device, cfg.rewriter_compile)
 
     # ------------------------------------------------------------ checks
 

@@ -25,8 +25,8 @@ class Styled:
 
 
 class PromptStyler:
-    def __init__(self, path: str, dtype: str = "bfloat16", device: str = "cpu"):
-        self.path, self.dtype, self.device = path, dtype, device
+    def __init__(self, path: str, dtype: str = "bfloat16", device: str = "cpu", compile: bool = False):
+        self.path, self.dtype, self.device, self.compile = path, dtype, device, compile
         self._rewriter = None
         self._error: str | None = None if Path(path).exists() else f"no rewriter at {path!r} (train one: {TRAIN_HINT})"
         self._lock = threading.Lock()
@@ -37,15 +37,18 @@ class PromptStyler:
         if self._error:
             return f"{self._error}; rewriting adds the domain's style suffix to the prompt instead"
         loaded = "loaded" if self._rewriter is not None else "loaded on first use"
+        if self.compile and self._rewriter is None:
+            loaded += ", which also compiles its decoding: 10-30 s"
         return f"rewriter: {self.path} ({loaded})"
 
     def _load(self):
         with self._lock:  # two first requests load it once
             if self._rewriter is None and self._error is None:
-                from svdtune.rewrite import Rewriter
+                from svdtune.rewrite import DecodingConfig, Rewriter
 
                 try:
-                    self._rewriter = Rewriter.load(self.path, dtype=self.dtype, device=self.device)
+                    decoding = DecodingConfig(compile=self.compile)
+                    self._rewriter = Rewriter.load(self.path, decoding, dtype=self.dtype, device=self.device)
                 except (UserError, OSError, ValueError, KeyError) as e:  # half-written or foreign folder
                     log.warning("rewriter %s could not be loaded: %s", self.path, e)
                     self._error = f"the rewriter at {self.path!r} could not be loaded ({type(e).__name__}: {e})"

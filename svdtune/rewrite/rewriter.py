@@ -143,9 +143,9 @@ class Rewriter:
         return {self._cache_kwarg: cache, "compile_config": config}
 
     def instruction_cache(self, domain: Domain, input_ids: torch.Tensor):
-        """A copy of the KV cache of the domain's instruction (the conversation up to the user's
-        prompt, which every request shares: about three quarters of its tokens), or None when the
-        prompt's tokens do not start with it."""
+        """The KV cache of the domain's instruction (the conversation up to the user's prompt, which
+        every request shares: about three quarters of its tokens; computed once, to be copied, not
+        extended), or None when the prompt's tokens do not start with it."""
         from transformers import DynamicCache
 
         marker = "\x00"  # a character `sanitize` removes from prompts
@@ -159,7 +159,21 @@ class Rewriter:
         ids, cache = self._instruction_caches[prefix]
         if input_ids.shape[1] <= len(ids) or not torch.equal(input_ids[0, :len(ids)], ids):
             return None
-        return copy.deepcopy(cache)
+        return cache
+
+    def start_from_instruction(self, kwargs: dict, domain: Domain, input_ids: torch.Tensor) -> None:
+        """One prompt prefills only its own tokens: its domain's instruction cache is copied into the
+        static cache of compiled decoding (in place: the compiled graph's addresses stay) or is
+        given to `generate` as a fresh copy."""
+        instruction = self.instruction_cache(domain, input_ids)
+        if instruction is None:
+            return
+        static = kwargs.get(self._cache_kwarg)
+        if static is None:
+            kwargs[self._cache_kwarg] = copy.deepcopy(instruction)
+        else:
+            for i, layer in enumerate(instruction.layers):
+                static.update(layer.keys, layer.values, i)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], domain: Domain | list[Domain], strategy: str) -> list[str]:
@@ -172,8 +186,8 @@ class Rewriter:
             inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
             torch.manual_seed(self.decoding.seed + start)
             kwargs = self.generation_kwargs(strategy, len(chunk), inputs.input_ids.shape[1])
-            if len(chunk) == 1 and strategy != "beam" and not {self._cache_kwarg, "prompt_lookup_num_tokens"} & kwargs.keys():
-                kwargs[self._cache_kwarg] = self.instruction_cache(domains[start], inputs.input_ids)
+            if len(chunk) == 1 and strategy != "beam" and "prompt_lookup_num_tokens" not in kwargs:
+                self.start_from_instruction(kwargs, domains[start], inputs.input_ids)
             ids = self.model.generate(**inputs, **kwargs)
             answers = self.tokenizer.batch_decode(ids[:, inputs.input_ids.shape[1]:], skip_special_tokens=True)
             out += [clean_output(a) for a in answers]
