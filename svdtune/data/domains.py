@@ -68,7 +68,9 @@ class Domain:
 def plural_forms(phrase: str) -> set[str]:
     """The phrase and the regular plurals of its last word (dish -> dishes, berry -> berries, loaf -> loaves)."""
     head, _, word = phrase.lower().strip().rpartition(" ")
-    forms = {word, word + "s", word + "es"}
+    forms = {word, word + "s"}
+    if word.endswith(("s", "x", "z", "ch", "sh", "o")):  # not "cub" -> "cubes"
+        forms.add(word + "es")
     if word.endswith("y") and word[-2:-1] not in "aeiou":
         forms.add(word[:-1] + "ies")
     if word.endswith("f"):
@@ -91,31 +93,38 @@ def word_pattern(phrases: list[str]) -> re.Pattern | None:
 # Things that look like the domain's subject but are not it: "a toy fire truck", "a statue of a
 # horse", "a cake shaped like a car", "a man in a hot dog costume". Matched spans are masked.
 # What is depicted runs to the end of its noun phrase: up to six words, stopping at a word that
-# places it somewhere ("a photo of a horse | hanging above the fireplace" keeps the fireplace).
+# places it somewhere ("a photo of a horse | hanging above the fireplace" keeps the fireplace) or
+# at a verb with its object ("a toy train | circling the living room").
 _PLACING = (r"on|in|at|above|below|beside|next|near|by|outside|inside|under|over|behind|against|hanging|sitting|"
-            r"standing|leaning|lying|held|left|while")
+            r"standing|leaning|lying|held|left|while|[\w'-]+ing\s+(?:the|a|an|his|her|their|its|some)")
 _THING = rf"(?:,?\s+(?!(?:{_PLACING})\b)[\w'-]+){{1,6}}"
-_IMAGES = (r"statue|sculpture|figurine|carving|painting|drawing|sketch|illustration|poster|postcard|mural|print|"
+_FIGURES = r"statue|sculpture|figurine|carving"  # "a statue with a pigeon on its head" has a real pigeon
+_IMAGES = (r"painting|drawing|sketch|illustration|poster|postcard|mural|print|"
            r"tattoo|sign|logo|billboard|ad|advertisement|screen|monitor|tv|television|menu|chalkboard|book|"
-           r"magazine|cover|movie|film|show|documentary|video|calendar|puzzle|printed|painted")
+           r"magazine|cover|movie|film|show|documentary|video|calendar|puzzle|printed|painted|stencil|pattern|"
+           r"wallpaper|snow\s+globe|game")
+_SHOWING = (r"of|for|with|showing|displaying|advertising|reading|reads|saying|says|that\s+(?:says|reads)|listing|"
+            r"about|featuring|depicting|pointing\s+to(?:ward)?")
 DEPICTIONS = "|".join([
     rf"(?:toy|stuffed|plush|plastic|rubber|porcelain|ceramic|bronze|brass|marble|wax|clay|carved|origami|model|"
     rf"lego|inflatable|cartoon|fake|miniature){_THING}",
-    rf"(?:{_IMAGES})s?\s+(?:of|for|with|showing|displaying|advertising|reading|reads|saying|says|that\s+(?:says|reads)|"
-    rf"listing|about|featuring|depicting|pointing\s+to(?:ward)?){_THING}",
+    rf"(?:{_FIGURES})s?\s+(?:of|depicting|showing){_THING}",
+    rf"(?:(?!(?:an?|the)\s)[\w'-]+\s+){{0,2}}(?:{_IMAGES})s?\s+(?:{_SHOWING}){_THING}",  # before the suffix rule: "a street sign for ..."
     # "a framed photo of a car", "a phone that shows a picture of a cat"; a caption that *is* "a photo
     # of a dog" keeps its dog
-    rf"(?:framed|holding|holds|showing|shows|displaying|with)\s+(?:an?\s+|the\s+)?(?:[\w'-]+\s+)?"
+    rf"(?:framed|holding|holds|show|showing|shows|displaying|with)\s+(?:an?\s+|the\s+)?(?:[\w'-]+\s+)?"
     rf"(?:photo|photograph|picture|image|selfie)s?\s+of{_THING}",
     rf"(?:shaped|decorated|made)\s+(?:like|to\s+look\s+like|as){_THING}",
     rf"(?:looks|look|dressed)\s+(?:like|as){_THING}",
     rf"(?:shape|form)\s+of{_THING}",
     rf"(?:listing|advertising){_THING}",
     r"(?:the\s+)?words?\s+[\"']?[\w'-]+",
-    r"[\w'-]+(?:\s+[\w'-]+)?\s+(?:costume|suit|mascot|kite|statue|figurine|sculpture|carving|decal|sticker|ornament|"
+    r"(?!(?:an?|the)\s)[\w'-]+(?:\s+[\w'-]+)?\s+(?:costume|suit|mascot|kite|statue|figurine|sculpture|carving|decal|sticker|ornament|"
     r"balloon|magnet|pattern|print|picture|logo|crackers|mask|jersey|tattoo|hat|cap|ears|feathers?|bookend|clock|"
-    r"emblem|pinata|plushie|puppet|shaped|themed|patterned)s?(?!\s+(?:of|like)\b)",
+    r"emblem|pinata|plushie|puppet|shaped|themed|patterned|sign|banner|decoy|slippers|jacket|shirt|sweater|hoodie|"
+    r"wallpaper|trophy|video\s+game)s?(?!\s+(?:of|like)\b)",
     r"[\w'-]+(?:\s+[\w'-]+)?\s+(?:painted|printed|drawn|embroidered|stitched)\s+(?:on|in|onto)",
+    rf"(?:no|without){_THING}",  # absent: "a bus stop with no bus in sight"
 ])
 
 
