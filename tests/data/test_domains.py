@@ -14,6 +14,7 @@ def test_keywords_match_whole_words_and_plurals():
         assert not pat.search(text), text
     assert plural_forms("ice cream") >= {"ice cream", "ice creams"}
     assert not word_pattern(["cub"]).search("cubes of bread")  # "-es" only after s, x, z, ch, sh, o
+    assert word_pattern(["car", "car seat", "cat"]).search("a car seat").group(0) == "car seat"  # the longest
 
 
 def test_depictions_are_not_the_thing_they_show():
