@@ -58,8 +58,9 @@ class Domain:
     def veto_pattern(self) -> re.Pattern | None:
         return word_pattern(self.veto_keywords)
 
-    def negative_pattern(self) -> re.Pattern | None:
-        return word_pattern([*self.negative_keywords, *([f"re:{DEPICTIONS}"] if self.exclude_depictions else [])])
+    def negative_pattern(self) -> "Mask | None":
+        phrases = [*self.negative_keywords, *([f"re:{d}" for d in DEPICTIONS] if self.exclude_depictions else [])]
+        return Mask.of(phrases)
 
     def anchor_texts(self) -> list[str]:
         return [t for t in (self.description, *self.examples) if t]
@@ -111,13 +112,47 @@ def _trie_regex(forms: set[str]) -> str:
     return emit(trie)
 
 
+class Mask:
+    """Negative phrases and regexes, each matched over the whole text on its own, so that one's
+    match cannot hide another's ("a gingerbread cookie | shaped like a reindeer": the material and
+    the likeness both count); `sub` blanks the union of their spans, like `re.Pattern.sub`."""
+
+    def __init__(self, sources: list[str]):
+        self.sources = sources  # regex sources: what crosses to `datasets.map` workers
+        self.patterns = [re.compile(p, re.IGNORECASE) for p in sources]
+
+    @classmethod
+    def of(cls, phrases: list[str]) -> "Mask | None":
+        plain = word_pattern([p for p in phrases if not p.startswith("re:")])
+        regexes = [word_pattern([p]) for p in phrases if p.startswith("re:")]
+        sources = [p.pattern for p in (plain, *regexes) if p is not None]
+        return cls(sources) if sources else None
+
+    def sub(self, repl: str, text: str) -> str:
+        spans = sorted(m.span() for p in self.patterns for m in p.finditer(text) if m.end() > m.start())
+        out, at = [], 0
+        for start, end in spans:
+            if end <= at:
+                continue
+            if start > at:
+                out += [text[at:start], repl]
+            elif not out:
+                out.append(repl)
+            at = end
+        return "".join(out) + text[at:]
+
+    def search(self, text: str) -> bool:
+        return any(p.search(text) for p in self.patterns)
+
+
 # Things that look like the domain's subject but are not it: "a toy fire truck", "a statue of a
 # horse", "a cake shaped like a car", "a man in a hot dog costume". Matched spans are masked.
 # What is depicted runs to the end of its noun phrase: up to six words, stopping at a word that
 # places it somewhere ("a photo of a horse | hanging above the fireplace" keeps the fireplace) or
 # at a verb with its object ("a toy train | circling the living room").
 _PLACING = (r"on|in|at|above|below|beside|next|near|by|outside|inside|under|over|behind|against|hanging|sitting|"
-            r"standing|leaning|lying|held|left|while|[\w'-]+ing\s+(?:the|a|an|his|her|their|its|some)")
+            r"standing|leaning|lying|held|left|while|taped|pinned|stuck|hung|mounted|propped|"
+            r"[\w'-]+ing\s+(?:the|a|an|his|her|their|its|some)")
 _THING = rf"(?:,?\s+(?!(?:{_PLACING})\b)[\w'-]+){{1,6}}"
 _FIGURES = r"statue|sculpture|figurine|carving"  # "a statue with a pigeon on its head" has a real pigeon
 _IMAGES = (r"painting|drawing|sketch|illustration|poster|postcard|mural|print|"
@@ -126,27 +161,29 @@ _IMAGES = (r"painting|drawing|sketch|illustration|poster|postcard|mural|print|"
            r"wallpaper|snow\s+globe|game")
 _SHOWING = (r"of|for|with|showing|displaying|advertising|reading|reads|saying|says|that\s+(?:says|reads)|listing|"
             r"about|featuring|depicting|pointing\s+to(?:ward)?")
-DEPICTIONS = "|".join([
+DEPICTIONS = [
     rf"(?:toy|stuffed|plush|plastic|rubber|porcelain|ceramic|bronze|brass|marble|wax|clay|carved|origami|model|"
-    rf"lego|inflatable|cartoon|fake|miniature){_THING}",
+    rf"lego|inflatable|cartoon|fake|miniature|costumed|animatronic|remote[\s-]+control(?:led)?|rc){_THING}",
     rf"(?:{_FIGURES})s?\s+(?:of|depicting|showing){_THING}",
-    rf"(?:(?!(?:an?|the)\s)[\w'-]+\s+){{0,2}}(?:{_IMAGES})s?\s+(?:{_SHOWING}){_THING}",  # before the suffix rule: "a street sign for ..."
+    rf"(?:(?!(?:an?|the)\s)[\w'-]+\s+){{0,2}}(?:{_IMAGES})s?\s+(?:{_SHOWING}){_THING}",  # "a street sign for ..."
     # "a framed photo of a car", "a phone that shows a picture of a cat"; a caption that *is* "a photo
     # of a dog" keeps its dog
     rf"(?:framed|holding|holds|show|showing|shows|displaying|with)\s+(?:an?\s+|the\s+)?(?:[\w'-]+\s+)?"
     rf"(?:photo|photograph|picture|image|selfie)s?\s+of{_THING}",
     rf"(?:shaped|decorated|made)\s+(?:like|to\s+look\s+like|as){_THING}",
+    rf"(?:patterned|printed|decorated|embroidered|painted|stenciled|adorned)\s+with{_THING}",
     rf"(?:looks|look|dressed)\s+(?:like|as){_THING}",
     rf"(?:shape|form)\s+of{_THING}",
     rf"(?:listing|advertising){_THING}",
     r"(?:the\s+)?words?\s+[\"']?[\w'-]+",
     r"(?!(?:an?|the)\s)[\w'-]+(?:\s+[\w'-]+)?\s+(?:costume|suit|mascot|kite|statue|figurine|sculpture|carving|decal|sticker|ornament|"
-    r"balloon|magnet|pattern|print|picture|logo|crackers|mask|jersey|tattoo|hat|cap|ears|feathers?|bookend|clock|"
+    r"(?<!air\s)balloon|magnet|pattern|print|picture|logo|crackers|mask|jersey|tattoo|hat|cap|ears|feathers?|bookend|clock|"
     r"emblem|pinata|plushie|puppet|shaped|themed|patterned|sign|banner|decoy|slippers|jacket|shirt|sweater|hoodie|"
-    r"wallpaper|trophy|video\s+game)s?(?!\s+(?:of|like)\b)",
-    r"[\w'-]+(?:\s+[\w'-]+)?\s+(?:painted|printed|drawn|embroidered|stitched)\s+(?:on|in|onto)",
+    r"wallpaper|trophy|video\s+game|character|face\s+paint|onesie|pajamas|pyjamas|duvet|bedspread|quilt|pillow|cushion|"
+    r"towel|mug|mobile)s?(?!\s+(?:of|like)\b)",
+    r"[\w'-]+(?:\s+[\w'-]+)?\s+(?:painted|printed|drawn|embroidered|stitched)\s+(?:on|in|onto|across|over)",
     rf"(?:no|without){_THING}",  # absent: "a bus stop with no bus in sight"
-])
+]
 
 
 def load_domain(name_or_path: str) -> Domain:

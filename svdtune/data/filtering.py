@@ -14,7 +14,7 @@ import re
 import datasets
 import numpy as np
 
-from svdtune.data.domains import Domain
+from svdtune.data.domains import Domain, Mask
 
 KEEP, DROP, UNDECIDED = 1, 0, -1
 
@@ -28,11 +28,12 @@ def decide(ds: datasets.Dataset, domain: Domain, num_proc: int | None = None) ->
     kw, neg, veto = domain.keyword_pattern(), domain.negative_pattern(), domain.veto_pattern()
     return ds.map(_decide_batch, batched=True, batch_size=10_000, num_proc=num_proc, desc="keywords",
                   fn_kwargs={"categories": list(domain.categories), "keywords": kw.pattern if kw else "",
-                             "negatives": neg.pattern if neg else "", "vetoes": veto.pattern if veto else ""})
+                             "negatives": neg.sources if neg else [], "vetoes": veto.pattern if veto else ""})
 
 
 def _decide_batch(batch, categories, keywords, negatives, vetoes):
-    kw, neg, veto = (re.compile(p, re.IGNORECASE) if p else None for p in (keywords, negatives, vetoes))
+    kw, veto = (re.compile(p, re.IGNORECASE) if p else None for p in (keywords, vetoes))
+    neg = Mask(negatives) if negatives else None
     decisions, reasons = [], []
     for short, long, category in zip(batch["short_caption"], batch["long_caption"], batch["category"]):
         text = f"{short} {long}"
