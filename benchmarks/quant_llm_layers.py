@@ -26,6 +26,7 @@ from svdtune.quant.quantize import quantize, select_layers
 
 DECODER_LINEARS = [r"^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj$"]
 METHODS = {
+    "W4A4 SVDQuant r32 + GPTQ (int4 g64)": QuantConfig(method="svdquant", gptq=True),
     "W4A4 naive (RTN, int4 g64)": QuantConfig(method="rtn"),
     "W4A4 SmoothQuant (int4 g64)": QuantConfig(method="smoothquant"),
     "W4A4 SVDQuant r32 (int4 g64)": QuantConfig(method="svdquant"),
@@ -59,8 +60,8 @@ def perplexity(model, ids: torch.Tensor, batch: int = 4) -> float:
 
 
 @torch.no_grad()
-def record(model, layers, ids, tokens, batch=4):
-    with Recording(layers, sample_tokens=tokens) as rec:
+def record(model, layers, ids, tokens, batch=4, gram=False):
+    with Recording(layers, sample_tokens=tokens, gram=gram) as rec:
         for i in range(0, len(ids), batch):
             model(input_ids=ids[i:i + batch])
     return rec.stats()
@@ -81,7 +82,7 @@ def main():
     held_out = corpus_ids(tokenizer, args.eval_seqs, args.seq_len, "evaluation")
     probe = QuantConfig(include=DECODER_LINEARS, exclude=[]).resolved()
     layers, _ = select_layers(model, probe)
-    stats = record(model, layers, calib, args.sample_tokens)
+    stats = record(model, layers, calib, args.sample_tokens, gram=True)  # GPTQ's Hessians over every token
     test_rows = record(model, layers, held_out, 1024)  # held-out inputs per layer for the SQNR
     print(f"SmolLM2-135M-Instruct: {len(layers)} decoder Linear layers; calibration {calib.numel()} tokens, "
           f"evaluation {held_out.numel()} held-out tokens")

@@ -1,6 +1,7 @@
 """SVDQuant and its baselines end to end on the reference models (the SVDQuant paper's protocol).
 
     .venv/bin/python benchmarks/quant_reference.py [--n 64] [--steps 20] [--models ref-unet ref-dit] [--ablations]
+        [--only "SVDQuant r32" NF4]
 
 The same prompts and seeds go through the 16-bit model and every quantized one. Per method:
 PSNR and LPIPS of the quantized images against the 16-bit images, evaluator alignment (% all-correct,
@@ -29,6 +30,7 @@ METHODS = {
     "W4A4 naive (RTN)": QuantConfig(method="rtn"),
     "W4A4 SmoothQuant": QuantConfig(method="smoothquant"),
     "W4A4 SVDQuant r32": QuantConfig(method="svdquant"),
+    "W4A4 SVDQuant r32 + GPTQ": QuantConfig(method="svdquant", gptq=True),
     "W8A8": QuantConfig(method="w8a8"),
     "W4A16 NF4": QuantConfig(method="nf4"),
 }
@@ -53,12 +55,15 @@ def evaluate(model_name, methods, args, evaluator):
     run = lambda p: generate_images(p, prompts, args.steps, args.guidance, seed=0, batch_size=32)[0]  # noqa: E731
     reference = run(pipe)
     original = denoiser_of(pipe)
-    with measure() as cal_cost:
-        # one calibration for every method (with 3x3 convolutions when some method quantizes them)
-        stats = collect_statistics(pipe, QuantConfig(conv3x3=any(m.conv3x3 for m in methods.values())))
+    calibrations = {}  # one calibration per kind (with 3x3 convolutions when some method quantizes them;
+    for gptq in sorted({m.gptq for m in methods.values()}):  # with GPTQ's Hessians for GPTQ)
+        with measure() as cal_cost:
+            stats = collect_statistics(pipe, QuantConfig(conv3x3=any(m.conv3x3 for m in methods.values()), gptq=gptq))
+        calibrations[gptq] = stats, cal_cost
     rows = [dict(method="16-bit", psnr=float("inf"), lpips=0.0, **_quality(evaluator, reference, prompts, real),
                  layers_ratio=1.0, disk_mib=_denoiser_mib(model_name), seconds=0.0, peak_mib=0.0, added_mib=0.0)]
     for name, cfg in methods.items():
+        stats, cal_cost = calibrations[cfg.gptq]
         quantized = copy.deepcopy(original)
         with measure() as cost:
             quantize(quantized, cfg, calibration=stats)
@@ -110,10 +115,12 @@ def main():
     ap.add_argument("--models", nargs="*", default=["ref-unet", "ref-dit"])
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--evaluator", default=None, help="world evaluator folder (default: the shipped one)")
+    ap.add_argument("--only", nargs="*", help="run the methods whose names contain one of these")
     args = ap.parse_args()
     evaluator = load_evaluator(args.evaluator)
     for model in args.models:
         methods = METHODS | (UNET_METHODS if "unet" in model else {})
+        methods = {k: v for k, v in methods.items() if not args.only or any(o in k for o in args.only)}
         print_table(f"{model}: {args.n} prompts, {args.steps} steps, guidance {args.guidance}",
                     evaluate(model, methods, args, evaluator))
     if args.ablations:

@@ -28,6 +28,7 @@ class LayerStats:
     min: float             # smallest input value seen
     sample: torch.Tensor   # (<= sample_tokens, K) input rows, fp16
     seen: int              # rows seen
+    gram: torch.Tensor | None = None  # (K, K) sum of x^T x over every row seen (fp32), for GPTQ
 
 
 def input_rows(module: nn.Module, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -50,9 +51,10 @@ def row_count(module: nn.Module, x: torch.Tensor) -> int:
 class _Recorder:
     """Forward pre-hook that accumulates one layer's `LayerStats` (reservoir sampling, Algorithm R)."""
 
-    def __init__(self, tokens: int, seed: int):
+    def __init__(self, tokens: int, seed: int, gram: bool = False):
         self.tokens, self.gen = tokens, torch.Generator().manual_seed(seed)
         self.absmax, self.min, self.sample, self.seen = None, float("inf"), None, 0
+        self.gram = 0.0 if gram else None
 
     @torch.no_grad()
     def __call__(self, module, args):
@@ -62,6 +64,9 @@ class _Recorder:
         self.absmax = amax if self.absmax is None else torch.maximum(self.absmax, amax)
         self.min = min(self.min, x.min().item())
         m = row_count(module, x)
+        if self.gram is not None:
+            rows = input_rows(module, x).float()
+            self.gram = self.gram + (rows.T @ rows).cpu()
         fill = min(self.tokens - (0 if self.sample is None else len(self.sample)), m)
         # Algorithm R: row i (0-based over all rows seen) replaces slot j ~ U[0, i] when j < tokens.
         i = torch.arange(fill, m) + self.seen
@@ -80,7 +85,7 @@ class _Recorder:
     def stats(self) -> LayerStats:
         if self.absmax is None:
             raise UserError("a layer to quantize never ran during calibration; check the include/exclude patterns")
-        return LayerStats(self.absmax.cpu(), self.min, self.sample, self.seen)
+        return LayerStats(self.absmax.cpu(), self.min, self.sample, self.seen, self.gram)
 
 
 def calibration_prompts(cfg: CalibrationConfig, world_model: bool) -> list[str]:
@@ -116,9 +121,9 @@ class Recording:
         stats = rec.stats()
     """
 
-    def __init__(self, layers: dict[str, nn.Module], sample_tokens: int, seed: int = 0):
+    def __init__(self, layers: dict[str, nn.Module], sample_tokens: int, seed: int = 0, gram: bool = False):
         self.layers = layers
-        self.recorders = {name: _Recorder(sample_tokens, seed + i) for i, name in enumerate(layers)}
+        self.recorders = {name: _Recorder(sample_tokens, seed + i, gram) for i, name in enumerate(layers)}
         self.handles = []
 
     def __enter__(self) -> "Recording":
@@ -135,9 +140,11 @@ class Recording:
 
 
 @torch.no_grad()
-def calibrate(pipe, layers: dict[str, nn.Module], prompts: list[str], cfg: CalibrationConfig) -> dict[str, LayerStats]:
-    """Run `pipe` on `prompts` (every step, both CFG branches) while recording `layers` of its denoiser."""
-    with Recording(layers, cfg.sample_tokens, cfg.seed) as rec:
+def calibrate(pipe, layers: dict[str, nn.Module], prompts: list[str], cfg: CalibrationConfig,
+              gram: bool = False) -> dict[str, LayerStats]:
+    """Run `pipe` on `prompts` (every step, both CFG branches) while recording `layers` of its
+    denoiser; `gram` also sums each layer's x^T x (GPTQ's Hessian)."""
+    with Recording(layers, cfg.sample_tokens, cfg.seed, gram) as rec:
         for start in tqdm(range(0, len(prompts), cfg.batch_size), desc="calibrate", unit="batch"):
             chunk = prompts[start:start + cfg.batch_size]
             gens = [torch.Generator("cpu").manual_seed(cfg.seed + start + i) for i in range(len(chunk))]

@@ -85,6 +85,7 @@ class QuantConfig:
         default_factory=lambda: [round(0.05 * i, 2) for i in range(1, 20)])  # alpha grid (plus "no smoothing")
     lowrank_iters: int | None = None     # LoftQ-style alternations (early stop on output error)
     shrink_grid: list[float] | None = None  # weight range shrink candidates, chosen per group
+    gptq: bool = False                   # round the residual with GPTQ (int weights) instead of to nearest
     unsigned_acts: bool = True           # shifted uint4 for non-negative-ish (post-GELU) int4 inputs
     include: list[str] = dataclasses.field(default_factory=lambda: [r".*"])
     exclude: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_16BIT))

@@ -94,7 +94,7 @@ def quantize(model_or_pipe, config: QuantConfig, calibration: dict[str, LayerSta
             raise UserError("quantize needs a pipeline to calibrate on, or `calibration` statistics")
         start = time.time()
         prompts = prompts or calibration_prompts(cfg.calibration, is_world_pipeline(model_or_pipe))
-        calibration = calibrate(model_or_pipe, layers, prompts, cfg.calibration)
+        calibration = calibrate(model_or_pipe, layers, prompts, cfg.calibration, gram=cfg.gptq)
         seconds["calibrate"] = round(time.time() - start, 2)
     start, errors = time.time(), {}
     for name in tqdm(list(layers), desc="quantize", unit="layer"):
@@ -102,7 +102,8 @@ def quantize(model_or_pipe, config: QuantConfig, calibration: dict[str, LayerSta
         stats = calibration.get(name)
         if stats is None:
             raise UserError(f"no calibration statistics for layer {name!r}")
-        fit = fit_layer(weight_matrix(module), stats.sample, stats.absmax, stats.min, cfg.layer_config(name))
+        gram = stats.gram / stats.seen if stats.gram is not None else None
+        fit = fit_layer(weight_matrix(module), stats.sample, stats.absmax, stats.min, cfg.layer_config(name), gram)
         model.set_submodule(name, SVDQuantLinear.from_float(module, fit))
         errors[name] = fit.output_error ** 0.5
     seconds["fit"] = round(time.time() - start, 2)
@@ -116,7 +117,7 @@ def collect_statistics(pipe, config: QuantConfig, prompts: list[str] | None = No
     # Per-channel groups select every candidate, so the statistics serve any group size.
     layers, _ = select_layers(denoiser_of(pipe), dataclasses.replace(cfg, group_size=0))
     prompts = prompts or calibration_prompts(cfg.calibration, is_world_pipeline(pipe))
-    return calibrate(pipe, layers, prompts, cfg.calibration)
+    return calibrate(pipe, layers, prompts, cfg.calibration, gram=cfg.gptq)
 
 
 

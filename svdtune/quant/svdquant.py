@@ -17,6 +17,7 @@ import torch
 
 from svdtune.quant import formats as F
 from svdtune.quant.config import QuantConfig
+from svdtune.quant.gptq import gptq_quantize
 
 GELU_SHIFT = 0.171875  # >= -min(GELU) = 0.16997, exact in fp16 (nunchaku uses the same constant)
 
@@ -67,11 +68,12 @@ def low_rank(m: torch.Tensor, rank: int, seed: int = 0) -> tuple[torch.Tensor, t
 
 
 def fit_layer(w: torch.Tensor, x: torch.Tensor, absmax: torch.Tensor, input_min: float,
-              cfg: QuantConfig) -> LayerQuant:
+              cfg: QuantConfig, gram: torch.Tensor | None = None) -> LayerQuant:
     """Quantize the weight `w` (N, K) for inputs like the rows of `x` (T, K).
 
     `absmax` (C,) is the calibration's per-channel max |input| over the whole trajectory (x is
-    only a sample); `cfg` must be resolved.
+    only a sample), `gram` (K, K) the mean x^T x over it, GPTQ's Hessian (from `x` if None);
+    `cfg` must be resolved.
     """
     w = w.float()
     x, absmax = x.to(w.device, torch.float32), absmax.to(w.device)
@@ -90,17 +92,23 @@ def fit_layer(w: torch.Tensor, x: torch.Tensor, absmax: torch.Tensor, input_min:
             y = y + (xs @ down.T) @ up.T
         return ((y - y_ref).pow(2).sum() / ref_energy).item()
 
-    def candidate(lam, shrink=(1.0,), iters=1):
+    def candidate(lam, shrink=(1.0,), iters=1, gptq=False):
         lam_k = lam.repeat(positions) if lam is not None else None
         w_s = w * lam_k if lam is not None else w
         importance = (x / lam_k if lam is not None else x).pow(2).mean(0)
         down = up = None
         if cfg.rank:
             down, up = low_rank(w_s, min(cfg.rank, *w.shape))
+        if gptq:  # the Hessian of the smoothed input
+            h = gram.to(w.device, torch.float32) if gram is not None else x.T @ x / len(x)
+            h = h / (lam_k[:, None] * lam_k[None, :]) if lam is not None else h
         best = None
         for _ in range(iters):
             target = w_s - up @ down if down is not None else w_s
-            residual = F.quantize_weight(target, cfg.weights, g, shrink, importance)
+            if gptq:
+                residual = gptq_quantize(target, h, cfg.weights, g, shrink)
+            else:
+                residual = F.quantize_weight(target, cfg.weights, g, shrink, importance)
             dq = F.dequantize(residual)
             err = error(lam, down, up, dq)
             if best is not None and err >= best[0]:
@@ -117,7 +125,8 @@ def fit_layer(w: torch.Tensor, x: torch.Tensor, absmax: torch.Tensor, input_min:
         x_span = absmax.float().clamp_min(1e-5)
         lambdas += [(x_span ** a / w_span ** (1 - a)).clamp(1e-4, 1e4) for a in cfg.smooth_alphas]
     # Search the smoothing strength with the branch in place (one SVD, round-to-nearest), then
-    # fit the chosen one fully: shrink search and low-rank alternations.
+    # fit the chosen one fully: shrink search, GPTQ if asked, and low-rank alternations.
     lam = min((candidate(lam) for lam in lambdas), key=lambda c: c[0])[1]
-    err, lam, residual, down, up = candidate(lam, cfg.shrink_grid, cfg.lowrank_iters)
+    gptq = cfg.gptq and cfg.weights in F.INT_QMAX
+    err, lam, residual, down, up = candidate(lam, cfg.shrink_grid, cfg.lowrank_iters, gptq)
     return LayerQuant(lam, residual, down, up, fmt, g, shift, err)

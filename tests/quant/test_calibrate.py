@@ -23,6 +23,20 @@ def test_recording_keeps_exact_max_and_a_bounded_sample():
     assert (torch.cdist(stats.sample.float(), everything[150:]).min(1).values < 1e-2).sum() > 32
 
 
+def test_recording_sums_every_rows_gram_for_gptq():
+    conv = nn.Conv2d(3, 5, 3, padding=1)
+    batches = [torch.randn(2, 3, 6, 6) for _ in range(3)]
+    with Recording({"conv": conv}, sample_tokens=8, gram=True) as rec:
+        for b in batches:
+            conv(b)
+    stats = rec.stats()["conv"]
+    rows = torch.cat([input_rows(conv, b) for b in batches])  # im2col rows, not just the sample
+    assert stats.seen == len(rows) and torch.allclose(stats.gram, rows.T @ rows, rtol=1e-5, atol=1e-4)
+    with Recording({"conv": conv}, sample_tokens=8) as rec:
+        conv(batches[0])
+    assert rec.stats()["conv"].gram is None  # only on request: K x K per layer
+
+
 def test_hooks_are_removed():
     layer = nn.Linear(4, 4)
     with Recording({"fc": layer}, sample_tokens=8):

@@ -1,5 +1,6 @@
 """quantize() on tiny random models of every supported diffusers class; save / load."""
 
+import copy
 import json
 
 import pytest
@@ -70,6 +71,18 @@ def test_method_ordering_on_a_model():
         quantize(model, cfg, calibration=stats)
         results[method] = sqnr_db(reference, run(model, inputs(seed=2)))
     assert results["svdquant"] > results["smoothquant"] >= results["rtn"] - 0.5, results
+
+
+def test_gptq_residual_through_quantize():
+    cfg = QuantConfig(**FAST, gptq=True)
+    model, inputs, stats = calibrated("flux", cfg)
+    assert all(s.gram is not None and s.gram.shape == (s.sample.shape[1],) * 2 for s in stats.values())
+    reference = run(model, inputs(seed=2))
+    plain = quantize(copy.deepcopy(model), QuantConfig(**FAST), calibration=stats)
+    quantize(model, cfg, calibration=stats)
+    name = "transformer_blocks.0.attn.to_q"
+    assert not torch.equal(model.get_submodule(name).qweight, plain.get_submodule(name).qweight)  # GPTQ rounded
+    assert sqnr_db(reference, run(model, inputs(seed=2))) > 12
 
 
 def test_weight_only_layers(tmp_path):

@@ -119,7 +119,7 @@ def calibrated(name: str, cfg: QuantConfig):
     """(16-bit model, inputs, calibration statistics from one forward on inputs(seed=1))."""
     model, inputs = build(name)
     layers, _ = select_layers(model, cfg.resolved())
-    with torch.no_grad(), Recording(layers, sample_tokens=64) as rec:
+    with torch.no_grad(), Recording(layers, sample_tokens=64, gram=cfg.gptq) as rec:
         model(**inputs(seed=1))
     return model, inputs, rec.stats()
 
