@@ -96,6 +96,9 @@ def quantize(model_or_pipe, config: QuantConfig, calibration: dict[str, LayerSta
         prompts = prompts or calibration_prompts(cfg.calibration, is_world_pipeline(model_or_pipe))
         calibration = calibrate(model_or_pipe, layers, prompts, cfg.calibration, gram=cfg.gptq)
         seconds["calibrate"] = round(time.time() - start, 2)
+    if cfg.gptq and any(s.gram is None for s in calibration.values()):
+        raise UserError("gptq needs each layer's x^T x over the calibration: collect the statistics with a "
+                        "gptq config (collect_statistics) or Recording(..., gram=True), or let quantize calibrate")
     start, errors = time.time(), {}
     for name in tqdm(list(layers), desc="quantize", unit="layer"):
         module = layers.pop(name)  # drop our reference: the 16-bit layer is freed once replaced

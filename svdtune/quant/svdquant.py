@@ -100,7 +100,7 @@ def fit_layer(w: torch.Tensor, x: torch.Tensor, absmax: torch.Tensor, input_min:
         if cfg.rank:
             down, up = low_rank(w_s, min(cfg.rank, *w.shape))
         if gptq:  # the Hessian of the smoothed input
-            h = gram.to(w.device, torch.float32) if gram is not None else x.T @ x / len(x)
+            h = gram.to(w.device, torch.float32) if gram is not None else x.T @ x / len(x)  # (x: a sample)
             h = h / (lam_k[:, None] * lam_k[None, :]) if lam is not None else h
         best = None
         for _ in range(iters):

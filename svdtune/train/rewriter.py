@@ -180,7 +180,7 @@ def quantize_llm(model, quant: QuantConfig, chats: list[dict], pad_id: int, batc
 
     cfg = quant.resolved()
     layers, _ = select_layers(model, cfg)
-    with Recording(layers, sample_tokens=cfg.calibration.sample_tokens, seed=cfg.calibration.seed) as rec:
+    with Recording(layers, cfg.calibration.sample_tokens, cfg.calibration.seed, gram=cfg.gptq) as rec:
         for i in tqdm(range(0, len(chats), batch_size), desc="calibrate"):
             batch = collate(chats[i:i + batch_size], pad_id)
             model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"])
