@@ -1,7 +1,7 @@
 """SVDQuant and its baselines end to end on the reference models (the SVDQuant paper's protocol).
 
     .venv/bin/python benchmarks/quant_reference.py [--n 64] [--steps 20] [--models ref-unet ref-dit] [--ablations]
-        [--only "SVDQuant r32" NF4]
+        [--only "W4A4 SVDQuant r32" "W4A4 SVDQuant r32 + GPTQ"]
 
 The same prompts and seeds go through the 16-bit model and every quantized one. Per method:
 PSNR and LPIPS of the quantized images against the 16-bit images, evaluator alignment (% all-correct,
@@ -115,12 +115,12 @@ def main():
     ap.add_argument("--models", nargs="*", default=["ref-unet", "ref-dit"])
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--evaluator", default=None, help="world evaluator folder (default: the shipped one)")
-    ap.add_argument("--only", nargs="*", help="run the methods whose names contain one of these")
+    ap.add_argument("--only", nargs="*", help="run only these methods (their names as printed)")
     args = ap.parse_args()
     evaluator = load_evaluator(args.evaluator)
     for model in args.models:
         methods = METHODS | (UNET_METHODS if "unet" in model else {})
-        methods = {k: v for k, v in methods.items() if not args.only or any(o in k for o in args.only)}
+        methods = {k: v for k, v in methods.items() if not args.only or k in args.only}
         print_table(f"{model}: {args.n} prompts, {args.steps} steps, guidance {args.guidance}",
                     evaluate(model, methods, args, evaluator))
     if args.ablations:
