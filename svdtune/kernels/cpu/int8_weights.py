@@ -17,6 +17,7 @@ machine (0.94-1.07 s against 0.85-0.93 s per compiled 40-token rewrite), hence t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from svdtune.kernels.cpu.w8a8 import int8_rows
@@ -39,7 +40,9 @@ class Int8DecodeLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         if rows.shape[0] > INT8_MAX_ROWS:
-            return super().forward(x)
+            # As 2-D rows: a strided 3-D input (generate's last-token slice of a batch) sends ATen's
+            # matmul to a bmm that copies the weight once per sequence (32 x 576 x 49152 for the head)
+            return F.linear(rows, self.weight, self.bias).reshape(*x.shape[:-1], -1)
         y = torch._weight_int8pack_mm(rows, self.int8_weight, self.int8_scale).reshape(*x.shape[:-1], -1)
         return y if self.bias is None else y + self.bias
 

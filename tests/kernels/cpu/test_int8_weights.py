@@ -19,6 +19,9 @@ def test_few_rows_run_on_int8_and_many_rows_on_the_16_bit_weight():
     assert sqnr_db(linear(x), layer(x)) > 35  # int8 per output channel: about 7 bits of the weight
     many = torch.randn(INT8_MAX_ROWS + 1, 96)
     assert torch.equal(layer(many), linear(many))
+    last_tokens = torch.randn(INT8_MAX_ROWS + 1, 5, 96)[:, -1:]  # strided, as generate slices a batch
+    assert layer(last_tokens).shape == (INT8_MAX_ROWS + 1, 1, 40)
+    assert torch.allclose(layer(last_tokens), linear(last_tokens), rtol=1e-5, atol=1e-6)
 
 
 def test_swap_keeps_the_state_dict_and_is_idempotent():
