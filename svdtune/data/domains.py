@@ -141,9 +141,6 @@ class Mask:
             at = end
         return "".join(out) + text[at:]
 
-    def search(self, text: str) -> bool:
-        return any(p.search(text) for p in self.patterns)
-
 
 # Things that look like the domain's subject but are not it: "a toy fire truck", "a statue of a
 # horse", "a cake shaped like a car", "a man in a hot dog costume". Matched spans are masked.
