@@ -64,9 +64,9 @@ class _Recorder:
         self.absmax = amax if self.absmax is None else torch.maximum(self.absmax, amax)
         self.min = min(self.min, x.min().item())
         m = row_count(module, x)
-        if self.gram is not None:
-            rows = input_rows(module, x).float()
-            self.gram = self.gram + (rows.T @ rows).cpu()
+        every = input_rows(module, x) if self.gram is not None else None  # im2col once, for both uses
+        if every is not None:
+            self.gram = self.gram + (every.float().T @ every.float()).cpu()
         fill = min(self.tokens - (0 if self.sample is None else len(self.sample)), m)
         # Algorithm R: row i (0-based over all rows seen) replaces slot j ~ U[0, i] when j < tokens.
         i = torch.arange(fill, m) + self.seen
@@ -76,7 +76,7 @@ class _Recorder:
         self.seen += m
         if not len(take):
             return
-        rows = input_rows(module, x, take).half().cpu()
+        rows = (every[take] if every is not None else input_rows(module, x, take)).half().cpu()
         new = rows[:fill]
         self.sample = new if self.sample is None else torch.cat([self.sample, new])
         for slot, row in zip(j[keep].tolist(), rows[fill:]):  # in order: later rows win a slot
