@@ -153,19 +153,19 @@ _PLACING = (r"on|in|at|above|below|beside|next|near|by|outside|inside|under|over
 _THING = rf"(?:,?\s+(?!(?:{_PLACING})\b)[\w'-]+){{1,6}}"
 _FIGURES = r"statue|sculpture|figurine|carving"  # "a statue with a pigeon on its head" has a real pigeon
 _IMAGES = (r"painting|drawing|sketch|illustration|poster|postcard|mural|print|"
-           r"tattoo|sign|logo|billboard|ad|advertisement|screen|monitor|tv|television|menu|chalkboard|book|"
+           r"tattoo|sign|logo|billboard|ad|advertisement|screen|monitor|tv|television|cutout|menu|chalkboard|book|"
            r"magazine|cover|movie|film|show|documentary|video|calendar|puzzle|printed|painted|stencil|pattern|"
            r"wallpaper|snow\s+globe|game")
 _SHOWING = (r"of|for|with|showing|displaying|advertising|reading|reads|saying|says|that\s+(?:says|reads)|listing|"
             r"about|featuring|depicting|pointing\s+to(?:ward)?")
 DEPICTIONS = [
-    rf"(?:toy|stuffed|plush|plastic|rubber|porcelain|ceramic|bronze|brass|marble|wax|clay|carved|origami|model|"
+    rf"(?:toy(?!\s+(?:poodle|terrier|spaniel|schnauzer|breed)s?\b)|stuffed|plush|plastic|rubber|porcelain|ceramic|bronze|brass|marble|wax|clay|carved|origami|model|"
     rf"lego|inflatable|cartoon|fake|miniature|costumed|animatronic|remote[\s-]+control(?:led)?|rc){_THING}",
     rf"(?:{_FIGURES})s?\s+(?:of|depicting|showing){_THING}",
     rf"(?:(?!(?:an?|the)\s)[\w'-]+\s+){{0,2}}(?:{_IMAGES})s?\s+(?:{_SHOWING}){_THING}",  # "a street sign for ..."
     # "a framed photo of a car", "a phone that shows a picture of a cat"; a caption that *is* "a photo
     # of a dog" keeps its dog
-    rf"(?:framed|holding|holds|show|showing|shows|displaying|with)\s+(?:an?\s+|the\s+)?(?:[\w'-]+\s+)?"
+    rf"(?:framed|holding|holds|show|showing|shows|displaying|with|open\s+to)\s+(?:an?\s+|the\s+)?(?:[\w'-]+\s+)?"
     rf"(?:photo|photograph|picture|image|selfie)s?\s+of{_THING}",
     rf"(?:shaped|decorated|made)\s+(?:like|to\s+look\s+like|as){_THING}",
     rf"(?:patterned|printed|decorated|embroidered|painted|stenciled|adorned)\s+with{_THING}",
@@ -174,12 +174,13 @@ DEPICTIONS = [
     rf"(?:listing|advertising){_THING}",
     r"(?:the\s+)?words?\s+[\"']?[\w'-]+",
     r"(?!(?:an?|the)\s)[\w'-]+(?:\s+[\w'-]+)?\s+(?:costume|suit|mascot|kite|statue|figurine|sculpture|carving|decal|sticker|ornament|"
-    r"(?<!air\s)balloon|magnet|pattern|print|picture|logo|crackers|mask|jersey|tattoo|hat|cap|ears|feathers?|bookend|clock|"
+    r"(?<!air\s)balloon|magnet|pattern|print|picture|logo|mask|jersey|tattoo|hat|cap|ears|feathers?|bookend|clock|"
     r"emblem|pinata|plushie|puppet|shaped|themed|patterned|sign|banner|decoy|slippers|jacket|shirt|sweater|hoodie|"
     r"wallpaper|trophy|video\s+game|character|face\s+paint|onesie|pajamas|pyjamas|duvet|bedspread|quilt|pillow|cushion|"
     r"towel|mug|mobile)s?(?!\s+(?:of|like)\b)",
     r"[\w'-]+(?:\s+[\w'-]+)?\s+(?:painted|printed|drawn|embroidered|stitched)\s+(?:on|in|onto|across|over)",
     rf"(?:no|without){_THING}",  # absent: "a bus stop with no bus in sight"
+    r"(?:called|named)\s+(?:the\s+)?[\w'-]+(?:\s+[\w'-]+)?",  # a name: "a restaurant called ocean view"
 ]
 
 

@@ -46,6 +46,10 @@ def test_depictions_are_not_the_thing_they_show():
     ("animals", "a street vendor grilling skewers of chicken satay", "a chicken pecking at grain"),
     ("food", "a painted sign outside a barbecue joint", "a plate of barbecue ribs"),
     ("landscape", "a view of snowy mountains through the window of a cabin", "snowy mountains above a lake"),
+    # snow and sky are often only the setting; a toy breed is a real dog; a hot air balloon flies
+    ("landscape", "a bulldog sitting in the snow", "a snowy ridge above the tree line"),
+    ("animals", "a toy dog on a shelf", "a toy poodle asleep on a sofa"),
+    ("vehicles", "a balloon shaped like a car", "a hot air balloon over a valley"),
 ])
 def test_what_is_not_the_domain_is_masked_and_the_real_thing_kept(domain, dropped, kept):
     d = load_domain(domain)
