@@ -82,7 +82,11 @@ def init_layer(layer: SVDQuantLoraLayer, w: torch.Tensor, adapter: str, method: 
             if residual.tensor_scale is not None:
                 base.wtensor_scale.copy_(residual.tensor_scale)
     # LoRA reads unsmoothed x: A = down / lambda; B carries 1 / scaling so that B A * scaling = up down.
+    # A rank above the layer's width gets fewer factors: the spare directions start as zero init
+    # (A as peft drew it, B = 0), so they still train.
     a, b = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
-    a.copy_((down / lam).to(a.dtype))
-    b.copy_((up / layer.scaling[adapter]).to(b.dtype))
+    k = len(down)
+    a[:k].copy_((down / lam).to(a.dtype))
+    b.zero_()
+    b[:, :k].copy_((up / layer.scaling[adapter]).to(b.dtype))
     return best

@@ -116,3 +116,18 @@ def test_loftq_init_moves_the_model_towards_16_bit(name):
     # Quantization noise is nearly white: r' = 4 of 64-128 directions can only remove a few %.
     assert quality["loftq"] > quality["zero"] + 0.1
     assert quality["loftq-requant"] > quality["zero"] + 0.1
+
+
+
+def test_loftq_init_with_a_rank_above_a_layers_width():
+    """A layer narrower than the adapter's rank takes its whole weight error into the adapter; the
+    spare directions start as zero init (B = 0), so they still get gradients."""
+    model, reference, _ = quantized("unet-sd15", activations="none")
+    widths = {n: min(m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, SVDQuantLinear)}
+    rank = min(widths.values()) + 4
+    attach(model, lora_config(model, rank=rank))
+    errors = init_adapter(model, reference, method="loftq")
+    for name, layer in lora_layers(model).items():
+        if widths[name] < rank:
+            assert errors[name] < 1e-5, name
+            assert torch.all(layer.lora_B["default"].weight[:, widths[name]:] == 0)
