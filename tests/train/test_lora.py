@@ -118,7 +118,6 @@ def test_loftq_init_moves_the_model_towards_16_bit(name):
     assert quality["loftq-requant"] > quality["zero"] + 0.1
 
 
-
 def test_loftq_init_with_a_rank_above_a_layers_width():
     """A layer narrower than the adapter's rank takes its whole weight error into the adapter; the
     spare directions start as zero init (B = 0), so they still get gradients."""
