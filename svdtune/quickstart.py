@@ -123,8 +123,7 @@ def domain_data(cfg: QuickstartConfig, out: Path) -> dict:
     from svdtune.data.build import DataBuildConfig, run_data_build
     from svdtune.data.pairs import DataPairsConfig, run_data_pairs
 
-    # World captions differ in a word or two (a position, a size): only exact repeats are duplicates.
-    common = [f"domain={cfg.domain}", f"sources={{world: '{cfg.domain_scenes}'}}", "near_duplicate=0.995"]
+    common = [f"domain={cfg.domain}", f"sources={{world: '{cfg.domain_scenes}'}}"]
     subset = run_data_build(load_config(DataBuildConfig, None, common + [f"output_dir={out / cfg.domain}"]))
     pairs = run_data_pairs(load_config(DataPairsConfig, None, common + [f"output_dir={out / (cfg.domain + '-pairs')}"]))
     built, paired = (json.loads((d / "report.json").read_text()) for d in (subset, pairs))

@@ -28,7 +28,7 @@ from svdtune.data.embed import DEFAULT_CACHE, DEFAULT_MODEL, Embedder
 from svdtune.data.images import check_batch
 from svdtune.data.records import SkipLog
 from svdtune.data.report import write_report
-from svdtune.data.sources import GenericColumns, read_source
+from svdtune.data.sources import DISTINCT_IMAGES, GenericColumns, read_source, source_kind
 from svdtune.errors import UserError
 
 log = logging.getLogger("svdtune")
@@ -119,10 +119,13 @@ def filter_domain(ds: datasets.Dataset, domain: Domain, cfg: DataBuildConfig, co
         keep = ~undecided
 
     order = filtering.id_hash(ds["id"])
-    steps = [("exact duplicate", lambda idx: filtering.exact_duplicates([captions[i] for i in idx]))]
+    # A world record repeats only as the same scene (same id); its caption may be shared by others.
+    distinct = np.array([source_kind(n) in DISTINCT_IMAGES for n in names], bool)
+    keys = [i if d else c for i, d, c in zip(ds["id"], distinct, captions)]
+    steps = [("exact duplicate", lambda idx: filtering.exact_duplicates([keys[i] for i in idx]))]
     if vectors is not None and cfg.near_duplicate > 0:
         steps.append((f"near duplicate (cosine >= {cfg.near_duplicate})",
-                      lambda idx: filtering.near_duplicates(vectors[idx], cfg.near_duplicate)))
+                      lambda idx: filtering.near_duplicates(vectors[idx], cfg.near_duplicate) & ~distinct[idx]))
     cap = cfg.per_source_cap
     for reason, find in steps:
         idx = np.flatnonzero(keep)

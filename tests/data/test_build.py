@@ -57,3 +57,15 @@ def test_cli_builds_a_world_style_subset(tmp_path, capsys):
     assert set(subset["train"]["category"]) == {"neon"} and len(subset["train"]) == 10  # world-b repeats world's scenes
     assert main(["data", "build", "--sources", "coco"]) == 2
     assert "is not name=path" in capsys.readouterr().err
+
+
+def test_world_scenes_that_share_a_caption_are_all_kept(tmp_path):
+    """Caption deduplication is for photos captioned twice; two world scenes with one caption are two images."""
+    cfg = load_config(DataBuildConfig, None, [
+        "domain=pastel", "sources={world: '300', world-b: '300'}", f"output_dir={tmp_path / 'out'}",
+        f"embedding_cache={tmp_path / 'e.sqlite'}", "val_fraction=0"])
+    out = run_data_build(cfg)
+    train = datasets.load_from_disk(str(out / "dataset"))["train"]
+    assert len(train) == 300  # world-b renders world's scenes again: those are the only duplicates
+    assert len(set(train["long_caption"])) < len(train)  # captions repeat, scenes do not
+    assert json.loads((out / "report.json").read_text())["counts"]["world-b"]["exact duplicate"] == 300

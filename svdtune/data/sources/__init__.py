@@ -20,13 +20,22 @@ from svdtune.data.sources.world import read_world, render_address
 from svdtune.errors import UserError
 
 KINDS = ("coco", "mjhq", "dci", "generic", "world")
+# Kinds whose every record is a distinct image by construction: the world renders a fresh scene per
+# record, so two scenes that share a caption (one object of 432 possible, told apart by jitter)
+# are both training data, not a repeat. Caption deduplication leaves them alone.
+DISTINCT_IMAGES = ("world",)
 
-__all__ = ["KINDS", "GenericColumns", "read_source", "render_address"]
+__all__ = ["DISTINCT_IMAGES", "KINDS", "GenericColumns", "read_source", "render_address", "source_kind"]
+
+
+def source_kind(name: str) -> str:
+    """`coco-2017` -> `coco`: the reader a source name selects."""
+    return name.split("-")[0]
 
 
 def read_source(name: str, location: str, skips: SkipLog, columns: GenericColumns | None = None,
                 seed: int = 0) -> datasets.Dataset:
-    kind = name.split("-")[0]
+    kind = source_kind(name)
     if kind == "coco":
         return read_coco(Path(location), skips)
     if kind == "mjhq":
