@@ -1,17 +1,18 @@
 """The adapter trainer's Done-when table on the reference models: recovery, init, domain.
 
-    .venv/bin/python benchmarks/train_reference.py [--models ref-unet ref-dit] [--steps 400] [--domain-steps 800] [--n 48]
+    .venv/bin/python benchmarks/train_reference.py [--models ref-unet ref-dit] [--parts recovery init domain]
+        [--steps 400] [--domain-steps 800] [--n 48]
 
 Per model, every run trains with `svdtune train` on the same quantized backbone and teacher
-trajectories (made by the first run, copied to the others):
+trajectories (made by the first run, copied to the others; `--parts domain` alone quantizes its own):
   recovery  distillation only (LoftQ init): PSNR against the 16-bit images and evaluator
             alignment of plain prompts ("single" and "two" suites, same seeds), and the share of
             the W4A4 -> 16-bit gap it closes;
   init      distillation only from zero init and from LoftQ init: the distillation loss on a fixed
             sample of trajectory points at step 0 and the first step where LoftQ's curve reaches
             zero init's final value;
-  domain    distillation + the diffusion loss on a world style the models never saw (pastel for
-            the UNet, neon for the DiT): style accuracy of the W4A4 model before and with the
+  domain    distillation + the diffusion loss on a world style the models never saw (pastel):
+            style accuracy of the W4A4 model before and with the
             adapter, and attribute alignment (everything but style) against the 16-bit base on the
             same prompts.
 """
@@ -36,6 +37,7 @@ from svdtune.train.lora import load_adapter
 from svdtune.train.recipe import train_adapter
 
 STYLE = {"ref-unet": "pastel", "ref-dit": "pastel"}
+PARTS = ("recovery", "init", "domain")
 ATTRIBUTES = ("shape", "colour", "size", "position")
 
 
@@ -72,45 +74,46 @@ def run_model(model: str, args, evaluator) -> dict:
     root, style = Path(args.out) / model, STYLE[model]
     common = [f"steps={args.steps}", f"distill.prompts={args.prompts}"]
     distill_only = ["domain.weight=0", "domain.data="]
-    loftq = train(model, root / "distill-loftq", None, common + distill_only + ["lora.init=loftq"])
-    zero = train(model, root / "distill-zero", loftq, common + distill_only + ["lora.init=zero"])
-    data = Path(args.out) / "data" / style
-    if not (data / "dataset").is_dir():
-        run_data_build(DataBuildConfig(domain=style, sources={"world": str(args.domain_scenes)}, embeddings=False,
-                                       output_dir=str(data)))
-    domain_steps = args.domain_steps or args.steps
-    domain = train(model, root / f"domain-{style}-{domain_steps}", loftq,
-                   [f"steps={domain_steps}", f"distill.prompts={args.prompts}", f"domain.data={data}"])
-    backbone = loftq / "backbone"
-
     pipe = load_pipeline(model)
     teacher = denoiser_of(pipe)
     plain = [s.detailed_caption() for suite in ("single", "two") for s in prompt_suite(suite, args.n)]
-    reference = images(pipe, teacher, plain, args)
-    result = {"recovery": {}}
-    for name, denoiser in (("16-bit", teacher), ("W4A4", quantized(model, backbone)),
-                           ("W4A4 + distilled adapter", quantized(model, backbone, loftq))):
-        imgs = reference if denoiser is teacher else images(pipe, denoiser, plain, args)
-        a = alignment(evaluator, imgs, plain)
-        result["recovery"][name] = {"psnr": psnr(imgs, reference).mean().item() if denoiser is not teacher else None,
-                                    **{k: a[k] for k in ("all", "colour", "shape")}}
-    rec = result["recovery"]
-    result["gap_closed_all"] = ((rec["W4A4 + distilled adapter"]["all"] - rec["W4A4"]["all"])
-                                / max(rec["16-bit"]["all"] - rec["W4A4"]["all"], 1e-9))
-    # Half the PSNR gap to the 16-bit images (whose own PSNR is infinite) = half the MSE: +3.01 dB.
-    result["psnr_gain_db"] = rec["W4A4 + distilled adapter"]["psnr"] - rec["W4A4"]["psnr"]
-
-    zs, ls = (json.loads((r / "summary.json").read_text())["distill_loss_fixed"] for r in (zero, loftq))
-    zero_final = zs[max(zs, key=int)]
-    result["init"] = {"zero_start": zs["0"], "loftq_start": ls["0"], "zero_final": zero_final,
-                      "loftq_reaches_zero_final_at": first_step_reaching(ls, zero_final)}
-
-    styled = [p.replace("on a white background", DOMAIN_PHRASE[style]) for p in plain]
-    result["domain"] = {}
-    for name, denoiser in (("16-bit", teacher), ("W4A4", quantized(model, backbone)),
-                           ("W4A4 + domain adapter", quantized(model, backbone, domain))):
-        a = alignment(evaluator, images(pipe, denoiser, styled, args), styled)
-        result["domain"][name] = {"style": a["style"], **{k: a[k] for k in ATTRIBUTES}}
+    result, donor = {}, None
+    if {"recovery", "init"} & set(args.parts):
+        loftq = donor = train(model, root / "distill-loftq", None, common + distill_only + ["lora.init=loftq"])
+    if "recovery" in args.parts:
+        reference = images(pipe, teacher, plain, args)
+        result["recovery"] = {}
+        for name, denoiser in (("16-bit", teacher), ("W4A4", quantized(model, loftq / "backbone")),
+                               ("W4A4 + distilled adapter", quantized(model, loftq / "backbone", loftq))):
+            imgs = reference if denoiser is teacher else images(pipe, denoiser, plain, args)
+            a = alignment(evaluator, imgs, plain)
+            result["recovery"][name] = {"psnr": psnr(imgs, reference).mean().item() if denoiser is not teacher else None,
+                                        **{k: a[k] for k in ("all", "colour", "shape")}}
+        rec = result["recovery"]
+        result["gap_closed_all"] = ((rec["W4A4 + distilled adapter"]["all"] - rec["W4A4"]["all"])
+                                    / max(rec["16-bit"]["all"] - rec["W4A4"]["all"], 1e-9))
+        # Half the PSNR gap to the 16-bit images (whose own PSNR is infinite) = half the MSE: +3.01 dB.
+        result["psnr_gain_db"] = rec["W4A4 + distilled adapter"]["psnr"] - rec["W4A4"]["psnr"]
+    if "init" in args.parts:
+        zero = train(model, root / "distill-zero", loftq, common + distill_only + ["lora.init=zero"])
+        zs, ls = (json.loads((r / "summary.json").read_text())["distill_loss_fixed"] for r in (zero, loftq))
+        zero_final = zs[max(zs, key=int)]
+        result["init"] = {"zero_start": zs["0"], "loftq_start": ls["0"], "zero_final": zero_final,
+                          "loftq_reaches_zero_final_at": first_step_reaching(ls, zero_final)}
+    if "domain" in args.parts:
+        data = Path(args.out) / "data" / style
+        if not (data / "dataset").is_dir():
+            run_data_build(DataBuildConfig(domain=style, sources={"world": str(args.domain_scenes)}, embeddings=False,
+                                           output_dir=str(data)))
+        domain_steps = args.domain_steps or args.steps
+        domain = train(model, root / f"domain-{style}-{domain_steps}", donor,
+                       [f"steps={domain_steps}", f"distill.prompts={args.prompts}", f"domain.data={data}"])
+        styled = [p.replace("on a white background", DOMAIN_PHRASE[style]) for p in plain]
+        result["domain"] = {}
+        for name, denoiser in (("16-bit", teacher), ("W4A4", quantized(model, (donor or domain) / "backbone")),
+                               ("W4A4 + domain adapter", quantized(model, (donor or domain) / "backbone", domain))):
+            a = alignment(evaluator, images(pipe, denoiser, styled, args), styled)
+            result["domain"][name] = {"style": a["style"], **{k: a[k] for k in ATTRIBUTES}}
     return result
 
 
@@ -121,6 +124,7 @@ DOMAIN_PHRASE = {"pastel": "in soft pastel colours on a cream background",
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["ref-unet", "ref-dit"])
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--domain-steps", type=int, default=0, help="steps of the domain run (0: --steps)")
     p.add_argument("--prompts", type=int, default=256, help="teacher trajectories")
@@ -135,21 +139,26 @@ def main():
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
     for model, r in results.items():
-        print(f"\n## {model}: recovery ({2 * args.n} plain prompts, {args.steps} distillation steps, LoftQ init)\n")
-        print("| | PSNR vs 16-bit (dB) | all | colour | shape |\n|---|---:|---:|---:|---:|")
-        for name, v in r["recovery"].items():
-            shown = f"{v['psnr']:.2f}" if v["psnr"] is not None else "-"
-            print(f"| {name} | {shown} | {v['all']:.1f} | {v['colour']:.1f} | {v['shape']:.1f} |")
-        i = r["init"]
-        print(f"\nGap closed: all-correct {100 * r['gap_closed_all']:.0f} % (bar 50 %); PSNR +{r['psnr_gain_db']:.2f} dB "
-              f"(bar +3.01 dB = half the MSE).\nInit (distillation loss on fixed trajectory points): step 0 zero "
-              f"{i['zero_start']:.5f} vs LoftQ {i['loftq_start']:.5f}; zero init ends at {i['zero_final']:.5f} after "
-              f"{args.steps} steps, LoftQ reaches that at step {i['loftq_reaches_zero_final_at']}.")
-        print(f"\n## {model}: domain ({STYLE[model]}, a style the model never saw; "
-              f"{args.domain_steps or args.steps} steps of distillation + the diffusion loss)\n")
-        print("| | style | " + " | ".join(ATTRIBUTES) + " |\n|---|---:|" + "---:|" * len(ATTRIBUTES))
-        for name, v in r["domain"].items():
-            print(f"| {name} | {v['style']:.1f} | " + " | ".join(f"{v[k]:.1f}" for k in ATTRIBUTES) + " |")
+        if "recovery" in r:
+            print(f"\n## {model}: recovery ({2 * args.n} plain prompts, {args.steps} distillation steps, LoftQ init)\n")
+            print("| | PSNR vs 16-bit (dB) | all | colour | shape |\n|---|---:|---:|---:|---:|")
+            for name, v in r["recovery"].items():
+                shown = f"{v['psnr']:.2f}" if v["psnr"] is not None else "-"
+                print(f"| {name} | {shown} | {v['all']:.1f} | {v['colour']:.1f} | {v['shape']:.1f} |")
+            print(f"\nGap closed: all-correct {100 * r['gap_closed_all']:.0f} % (bar 50 %); PSNR +{r['psnr_gain_db']:.2f} dB "
+                  "(bar +3.01 dB = half the MSE).")
+        if "init" in r:
+            i = r["init"]
+            print(f"\nInit (distillation loss on fixed trajectory points): step 0 zero {i['zero_start']:.5f} vs LoftQ "
+                  f"{i['loftq_start']:.5f}; zero init ends at {i['zero_final']:.5f} after {args.steps} steps, LoftQ "
+                  f"reaches that at step {i['loftq_reaches_zero_final_at']}.")
+        if "domain" in r:
+            print(f"\n## {model}: domain ({STYLE[model]}, a style the model never saw; "
+                  f"{args.domain_steps or args.steps} steps of distillation + the diffusion loss; {2 * args.n} prompts)\n")
+            print("| | style | " + " | ".join(ATTRIBUTES) + " |\n|---|---:|" + "---:|" * len(ATTRIBUTES))
+            for name, v in r["domain"].items():
+                print(f"| {name} | {v['style']:.1f} | " + " | ".join(f"{v[k]:.1f}" for k in ATTRIBUTES) + " |")
+
 
 if __name__ == "__main__":
     main()
