@@ -12,9 +12,8 @@ trajectories (made by the first run, copied to the others; `--parts domain` alon
             sample of trajectory points at step 0 and the first step where LoftQ's curve reaches
             zero init's final value;
   domain    distillation + the diffusion loss on a world style the models never saw (pastel):
-            style accuracy of the W4A4 model before and with the
-            adapter, and attribute alignment (everything but style) against the 16-bit base on the
-            same prompts.
+            style accuracy of the W4A4 model before and with the adapter, and attribute alignment
+            (everything but style) against the 16-bit base on the same prompts.
 """
 
 import argparse
@@ -109,9 +108,10 @@ def run_model(model: str, args, evaluator) -> dict:
         domain = train(model, root / f"domain-{style}-{domain_steps}", donor,
                        [f"steps={domain_steps}", f"distill.prompts={args.prompts}", f"domain.data={data}"])
         styled = [p.replace("on a white background", DOMAIN_PHRASE[style]) for p in plain]
+        backbone = (donor or domain) / "backbone"
         result["domain"] = {}
-        for name, denoiser in (("16-bit", teacher), ("W4A4", quantized(model, (donor or domain) / "backbone")),
-                               ("W4A4 + domain adapter", quantized(model, (donor or domain) / "backbone", domain))):
+        for name, denoiser in (("16-bit", teacher), ("W4A4", quantized(model, backbone)),
+                               ("W4A4 + domain adapter", quantized(model, backbone, domain))):
             a = alignment(evaluator, images(pipe, denoiser, styled, args), styled)
             result["domain"][name] = {"style": a["style"], **{k: a[k] for k in ATTRIBUTES}}
     return result
