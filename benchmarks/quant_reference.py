@@ -38,6 +38,8 @@ METHODS = {
 UNET_METHODS = {
     "W4A4 naive (RTN), 3x3 convs too": QuantConfig(method="rtn", conv3x3=True),
     "W4A4 SVDQuant r32, 3x3 convs too": QuantConfig(method="svdquant", conv3x3=True),
+    # the resnet convolutions read SiLU outputs, unsigned with a shift by default
+    "W4A4 SVDQuant r32, 3x3 convs too, signed acts": QuantConfig(method="svdquant", conv3x3=True, unsigned_acts=False),
 }
 ABLATIONS = {
     **{f"SVDQuant rank {r}": QuantConfig(rank=r, method="svdquant" if r else "smoothquant") for r in (0, 8, 16, 32, 64)},

@@ -86,7 +86,7 @@ class QuantConfig:
     lowrank_iters: int | None = None     # LoftQ-style alternations (early stop on output error)
     shrink_grid: list[float] | None = None  # weight range shrink candidates, chosen per group
     gptq: bool = False                   # round the residual with GPTQ (int weights) instead of to nearest
-    unsigned_acts: bool = True           # shifted uint4 for non-negative-ish (post-GELU) int4 inputs
+    unsigned_acts: bool = True           # shifted uint4 for non-negative-ish (post-GELU/SiLU) int4 inputs
     include: list[str] = dataclasses.field(default_factory=lambda: [r".*"])
     exclude: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_16BIT))
     # Layers (excluded ones included) quantized to 4-bit weights with 16-bit activations, no

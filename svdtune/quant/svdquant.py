@@ -19,7 +19,9 @@ from svdtune.quant import formats as F
 from svdtune.quant.config import QuantConfig
 from svdtune.quant.gptq import gptq_quantize
 
-GELU_SHIFT = 0.171875  # >= -min(GELU) = 0.16997, exact in fp16 (nunchaku uses the same constant)
+# Shifts for inputs bounded below by an activation's minimum, each exact in fp16 and >= -min:
+GELU_SHIFT = 0.171875         # GELU: min -0.16997 (nunchaku uses the same constant)
+SILU_SHIFT = 0.278564453125   # SiLU: min -0.27846 (the UNet's resnet convolutions read SiLU outputs)
 
 
 @dataclasses.dataclass
@@ -35,10 +37,12 @@ class LayerQuant:
 
 
 def act_format(cfg: QuantConfig, input_min: float) -> tuple[str, float]:
-    """Inputs that never go below GELU's minimum are quantized unsigned after a shift: 16 levels
-    on the non-negative side instead of 8."""
-    if cfg.activations == "int4" and cfg.unsigned_acts and input_min >= -GELU_SHIFT:
-        return "uint4", GELU_SHIFT
+    """Inputs that never go below GELU's (or SiLU's) minimum are quantized unsigned after the
+    smallest shift that covers them: 16 levels on the non-negative side instead of 8."""
+    if cfg.activations == "int4" and cfg.unsigned_acts:
+        for shift in (GELU_SHIFT, SILU_SHIFT):
+            if input_min >= -shift:
+                return "uint4", shift
     return cfg.activations, 0.0
 
 

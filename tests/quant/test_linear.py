@@ -9,20 +9,22 @@ from svdtune.quant.linear import SVDQuantLinear, set_backend
 from svdtune.quant.metrics import relative_error, sqnr_db
 from svdtune.quant.quantize import weight_matrix
 from svdtune.quant.calibrate import input_rows
-from svdtune.quant.svdquant import fit_layer
+from svdtune.quant.svdquant import GELU_SHIFT, SILU_SHIFT, fit_layer
 
-CASES = {  # name: (config overrides, post-GELU input)
-    "svdquant-int4": (dict(rank=8), False),
-    "svdquant-uint4-gelu": (dict(rank=8), True),
-    "svdquant-nvfp4": (dict(rank=8, weights="nvfp4", activations="nvfp4", group_size=16), False),
-    "w8a8": (dict(method="w8a8"), False),
-    "nf4": (dict(method="nf4"), False),
-    "weight-only-int4": (dict(activations="none", rank=0, smooth=False), False),
+CASES = {  # name: (config overrides, the activation function the input comes out of)
+    "svdquant-int4": (dict(rank=8), None),
+    "svdquant-uint4-gelu": (dict(rank=8), "gelu"),
+    "svdquant-uint4-silu": (dict(rank=8), "silu"),
+    "svdquant-nvfp4": (dict(rank=8, weights="nvfp4", activations="nvfp4", group_size=16), None),
+    "w8a8": (dict(method="w8a8"), None),
+    "nf4": (dict(method="nf4"), None),
+    "weight-only-int4": (dict(activations="none", rank=0, smooth=False), None),
 }
+SHIFTS = {"gelu": GELU_SHIFT, "silu": SILU_SHIFT}
 
 
-def quantized(module, x, overrides, gelu):
-    x = torch.nn.functional.gelu(x) if gelu else x
+def quantized(module, x, overrides, activation=None):
+    x = getattr(torch.nn.functional, activation)(x) if activation else x
     cfg = QuantConfig(**overrides, shrink_grid=[1.0, 0.9], smooth_alphas=[0.25, 0.5, 0.75]).resolved()
     channel_max = x.abs().amax((0, 2, 3)) if isinstance(module, nn.Conv2d) else x.reshape(-1, x.shape[-1]).abs().amax(0)
     fit = fit_layer(weight_matrix(module), input_rows(module, x), channel_max, x.min().item(), cfg)
@@ -44,8 +46,10 @@ def test_fake_and_integer_forward_agree(case, kind):
         reference = module(x)
     assert relative_error(fake, integer) < 1e-3
     assert sqnr_db(reference, fake) > 12  # a real quantization, not a broken one
-    if case == "svdquant-uint4-gelu":
-        assert layer.spec.activations == "uint4" and layer.spec.act_shift > 0
+    activation = CASES[case][1]
+    if activation:  # unsigned after the smallest shift that covers the function's minimum
+        assert layer.spec.activations == "uint4" and layer.spec.act_shift == SHIFTS[activation]
+        assert -SHIFTS[activation] <= x.min() < -(SHIFTS["gelu"] if activation == "silu" else 0)
 
 
 @pytest.mark.parametrize("kind", ["linear", "conv3x3"])
@@ -57,7 +61,7 @@ def test_input_gradient_equals_autograd_through_dequantized_weight(kind):
         module, x = nn.Linear(64, 32), torch.randn(16, 64)
     else:
         module, x = nn.Conv2d(64, 32, 3, padding=1, stride=2), torch.randn(2, 64, 7, 7)
-    layer, x = quantized(module, x, dict(rank=4), False)
+    layer, x = quantized(module, x, dict(rank=4))
     upstream = torch.randn_like(layer(x))
     x1 = x.clone().requires_grad_(True)
     (layer(x1) * upstream).sum().backward()
@@ -71,7 +75,7 @@ def test_input_gradient_equals_autograd_through_dequantized_weight(kind):
 
 def test_dtype_cast_keeps_codes_and_scales_exact():
     torch.manual_seed(0)
-    layer, _ = quantized(nn.Linear(64, 32), torch.randn(16, 64), dict(rank=4), False)
+    layer, _ = quantized(nn.Linear(64, 32), torch.randn(16, 64), dict(rank=4))
     before = {k: v.clone() for k, v in layer.state_dict().items()}
     layer.to(torch.float16)
     assert layer.wscales.dtype == torch.bfloat16 and layer.qweight.dtype == torch.uint8
@@ -92,7 +96,7 @@ def test_low_rank_branch_beats_smoothing_alone_on_outliers():
     errors = {}
     for name, overrides in {"rtn": dict(method="rtn"), "smoothquant": dict(method="smoothquant"),
                             "svdquant": dict(rank=16)}.items():
-        layer, _ = quantized(module, x, overrides, False)
+        layer, _ = quantized(module, x, overrides)
         errors[name] = sqnr_db(y, layer(x).detach())
     assert errors["smoothquant"] > errors["rtn"] + 1
     assert errors["svdquant"] > errors["smoothquant"] + 3, errors

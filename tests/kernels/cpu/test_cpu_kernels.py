@@ -25,14 +25,14 @@ def _run(layer, backend, x):
         return set_backend(layer, backend)(x)
 
 
-@pytest.mark.parametrize("case", ["svdquant-int4", "svdquant-uint4-gelu", "svdquant-nvfp4"])
+@pytest.mark.parametrize("case", ["svdquant-int4", "svdquant-uint4-gelu", "svdquant-uint4-silu", "svdquant-nvfp4"])
 @pytest.mark.parametrize("kind", ["linear", "conv3x3"])
 def test_cpu_exact_matches_reference(case, kind):
     _, layer, x = _layer(case, kind)
     assert relative_error(_run(layer, "reference", x), _run(layer, "cpu-exact", x)) < 1e-5
 
 
-@pytest.mark.parametrize("case", ["svdquant-int4", "svdquant-uint4-gelu", "svdquant-nvfp4"])
+@pytest.mark.parametrize("case", ["svdquant-int4", "svdquant-uint4-gelu", "svdquant-uint4-silu", "svdquant-nvfp4"])
 def test_cpu_fast_is_close_to_reference_and_not_further_from_16_bit(case):
     """Fast mode keeps 8-bit activations where the exact layer keeps 4: it may differ from the
     reference by the 4-bit activation error, but must be at least as close to the 16-bit layer."""

@@ -28,7 +28,8 @@ def test_triton_matches_reference(case):
     torch.manual_seed(case["seed"])
     module = nn.Linear(case["k"], case["n"])
     x = torch.randn(case["m"], case["k"]) * torch.where(torch.rand(case["k"]) < 0.05, 8.0, 1.0)
-    layer, x = quantized(module, x, dict(rank=case["rank"]) if case["rank"] else dict(method="smoothquant"), case["gelu"])
+    layer, x = quantized(module, x, dict(rank=case["rank"]) if case["rank"] else dict(method="smoothquant"),
+                         "gelu" if case["gelu"] else None)
     assert layer.spec.activations == ("uint4" if case["gelu"] else "int4")
     with torch.no_grad():
         reference = set_backend(layer, "reference")(x)
@@ -38,7 +39,7 @@ def test_triton_matches_reference(case):
 
 def test_unsupported_layers_fall_back_to_the_exact_path():
     torch.manual_seed(0)
-    layer, x = quantized(nn.Conv2d(64, 32, 3, padding=1), torch.randn(1, 64, 6, 6), dict(rank=4), False)
+    layer, x = quantized(nn.Conv2d(64, 32, 3, padding=1), torch.randn(1, 64, 6, 6), dict(rank=4))
     with torch.no_grad():
         reference = set_backend(layer, "reference")(x)
         out = set_backend(layer, "triton")(x)
@@ -49,7 +50,7 @@ def test_weight_only_layers_dequantize_per_call():
     """A W4A16 layer (AdaLN modulation) on the triton backend keeps no dequantized copy: its
     memory stays the 4-bit codes."""
     torch.manual_seed(0)
-    layer, x = quantized(nn.Linear(128, 96), torch.randn(2, 128), dict(activations="none", rank=0, smooth=False), False)
+    layer, x = quantized(nn.Linear(128, 96), torch.randn(2, 128), dict(activations="none", rank=0, smooth=False))
     with torch.no_grad():
         reference = set_backend(layer, "reference")(x)
         out = set_backend(layer.to(DEVICE), "triton")(x.to(DEVICE)).cpu()
