@@ -152,8 +152,8 @@ def main():
                   "(bar +3.01 dB = half the MSE).")
         if "init" in r:
             i = r["init"]
-            print(f"\nInit (distillation loss on fixed trajectory points): step 0 zero {i['zero_start']:.5f} vs LoftQ "
-                  f"{i['loftq_start']:.5f}; zero init ends at {i['zero_final']:.5f} after {args.steps} steps, LoftQ "
+            print(f"\nInit (distillation loss on fixed trajectory points): step 0 zero {i['zero_start']:.3e} vs LoftQ "
+                  f"{i['loftq_start']:.3e}; zero init ends at {i['zero_final']:.3e} after {args.steps} steps, LoftQ "
                   f"reaches that at step {i['loftq_reaches_zero_final_at']}.")
         if "domain" in r:
             print(f"\n## {model}: domain ({STYLE[model]}, a style the model never saw; "
