@@ -1,7 +1,7 @@
 """The adapter trainer's Done-when table on the reference models: recovery, init, domain.
 
     .venv/bin/python benchmarks/train_reference.py [--models ref-unet ref-dit] [--parts recovery init domain]
-        [--steps 400] [--domain-steps 800] [--n 48]
+        [--steps 400] [--domain-steps 800] [--n 48] [--set lora.rank=32 ...]
 
 Per model, every run trains with `svdtune train` on the same quantized backbone and teacher
 trajectories (made by the first run, copied to the others; `--parts domain` alone quantizes its own):
@@ -73,7 +73,7 @@ def first_step_reaching(curve: dict, value: float) -> int | None:
 
 def run_model(model: str, args, evaluator) -> dict:
     root, style = Path(args.out) / model, STYLE[model]
-    common = [f"steps={args.steps}", f"distill.prompts={args.prompts}"]
+    common = [f"steps={args.steps}", f"distill.prompts={args.prompts}", *args.set]
     pipe = load_pipeline(model)
     teacher = denoiser_of(pipe)
     plain = [s.detailed_caption() for suite in ("single", "two") for s in prompt_suite(suite, args.n)]
@@ -107,7 +107,7 @@ def run_model(model: str, args, evaluator) -> dict:
                                            output_dir=str(data)))
         domain_steps = args.domain_steps or args.steps
         domain = train(f"{model}-{style}", root / f"domain-{style}-{domain_steps}", donor,
-                       [f"steps={domain_steps}", f"distill.prompts={args.prompts}", f"domain.data={data}"])
+                       [f"steps={domain_steps}", f"distill.prompts={args.prompts}", f"domain.data={data}", *args.set])
         styled = [p.replace("on a white background", DOMAIN_PHRASE[style]) for p in plain]
         backbone = (donor or domain) / "backbone"
         result["domain"] = {}
@@ -134,6 +134,8 @@ def main():
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--domain-scenes", type=int, default=2000)
     p.add_argument("--out", default="runs/bench/train")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every training run (e.g. lora.rank=32)")
     args = p.parse_args()
     evaluator = load_evaluator()
     results = {m: run_model(m, args, evaluator) for m in args.models}

@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import torch
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from svdtune.config import atomic_save_file, atomic_write_text, save_config
@@ -33,7 +34,7 @@ from svdtune.kernels.format import pack_layer
 from svdtune.quant import formats as F
 from svdtune.quant.config import SHRINK_GRID
 from svdtune.quant.linear import SVDQuantLinear, pack_codes
-from svdtune.train.lora import lora_layers
+from svdtune.train.lora import SVDQuantLoraLayer, all_lora_layers
 
 FORMATS = ("svdq-merged", "folded", "lora", "kohya", "nunchaku-keys")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file name diffusers' load_lora_weights looks for
@@ -110,20 +111,29 @@ def add_adapter(model: nn.Module, run: str, name: str, first: str) -> None:
 
 @torch.no_grad()
 def merge_adapters(model: nn.Module, strengths: dict[str, float]) -> nn.Module:
-    """Concatenate every adapter (times its strength) into its layer's branch and unwrap the layers."""
-    for name, layer in lora_layers(model).items():
-        adapters = [a for a in strengths if a in layer.lora_A]
-        for a in adapters:
-            layer.scaling[a] *= strengths[a]
-        layer.merge(adapter_names=adapters)
-        model.set_submodule(name, layer.get_base_layer())
+    """Concatenate every adapter (times its strength) into its layer's branch (into the weight of a
+    16-bit layer) and unwrap the layers."""
+    for name, layer in all_lora_layers(model).items():
+        model.set_submodule(name, merged_layer(layer, strengths))
     return model
+
+
+def merged_layer(layer: LoraLayer, strengths: dict[str, float]) -> nn.Module:
+    adapters = [a for a in strengths if a in layer.lora_A]
+    for a in adapters:
+        layer.scaling[a] *= strengths[a]
+    layer.merge(adapter_names=adapters)
+    return layer.get_base_layer()
 
 
 @torch.no_grad()
 def fold_adapters(model: nn.Module, strengths: dict[str, float]) -> nn.Module:
-    """Add every adapter to its layer's dequantized residual and re-quantize it (branch unchanged)."""
-    for name, layer in lora_layers(model).items():
+    """Add every adapter to its layer's dequantized residual and re-quantize it (branch unchanged);
+    16-bit layers take theirs into their weight."""
+    for name, layer in all_lora_layers(model).items():
+        if not isinstance(layer, SVDQuantLoraLayer):
+            model.set_submodule(name, merged_layer(layer, strengths))
+            continue
         base: SVDQuantLinear = layer.get_base_layer()
         s = base.spec
         lam = base.smooth.float().repeat(s.positions)
@@ -151,12 +161,13 @@ def save_lora(model: nn.Module, out: Path, strengths: dict[str, float], dtype: t
     """One LoRA (several adapters concatenated along the rank, strengths and scaling folded into B)
     on the 16-bit model's layers of the same names; A acts on the unsmoothed input, as LoRA does."""
     prefix, tensors = lora_prefix(model), {}
-    for name, layer in lora_layers(model).items():
+    for name, layer in all_lora_layers(model).items():
         adapters = [a for a in strengths if a in layer.lora_A]
         a = torch.cat([layer.lora_A[x].weight for x in adapters])
         b = torch.cat([layer.lora_B[x].weight * layer.scaling[x] * strengths[x] for x in adapters], dim=1)
-        base: SVDQuantLinear = layer.get_base_layer()
-        if base.spec.kernel_size is not None:  # conv: A is a k x k convolution, B a 1 x 1 one
+        base = layer.get_base_layer()
+        if isinstance(base, SVDQuantLinear) and base.spec.kernel_size is not None:
+            # conv: A is a k x k convolution, B a 1 x 1 one
             a, b = base.as_conv_weight(a), b[:, :, None, None]
         if kohya:
             key = f"lora_{prefix}_{name.replace('.', '_')}"

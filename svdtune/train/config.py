@@ -15,6 +15,8 @@ class LoraSettings:
     alpha: float | None = None                # None: = rank
     dropout: float = 0.0
     target: str = DEFAULT_TARGET              # regex over quantized layer names
+    target_16bit: str = ""                    # regex over 16-bit nn.Linear names ("": none), e.g. a DiT's
+                                              # AdaLN modulation, where pooled text sets global looks
     init: Literal["zero", "loftq", "loftq-requant"] = "loftq"
     init_iters: int = 3                       # loftq-requant alternations
 
@@ -38,6 +40,9 @@ class DomainSettings:
     caption: Literal["long", "short"] = "long"
     caption_dropout: float = 0.1
     min_snr_gamma: float | None = 5.0         # None: unweighted
+    # flow matching's density of sigma: SD3 pre-trains with logit-normal, which seldom draws the
+    # high-noise steps that set global looks (a style's background); uniform teaches those too
+    timesteps: Literal["uniform", "logit-normal"] = "uniform"
     max_images: int = 0                       # 0: all
 
 

@@ -12,7 +12,8 @@ Each targeted `SVDQuantLinear` becomes an `SVDQuantLoraLayer`:
 with the 4-bit residual, smoothing and branch frozen and A, B trainable in fp32. Merging is exact:
 the adapter joins the layer's 16-bit low-rank branch (rank r + r', A multiplied by lambda because
 the branch reads smoothed inputs), which the fused 4-bit kernels compute anyway; nunchaku fuses
-LoRAs the same way.
+LoRAs the same way. Layers kept 16-bit (a DiT's AdaLN modulation, proj_out) can be adapted too
+(`target_16bit`): they get peft's own LoRA and merge into their weights.
 """
 
 from __future__ import annotations
@@ -136,13 +137,25 @@ def quantized_layer_names(model: nn.Module, target: str = DEFAULT_TARGET) -> lis
     return [n for n in names if re.search(target, n)]
 
 
+def linear_16bit_names(model: nn.Module, target: str) -> list[str]:
+    """Names of the unquantized `nn.Linear` layers matching `target`."""
+    names = (n.removesuffix(".base_layer") for n, m in model.named_modules() if type(m) is nn.Linear)
+    return [n for n in names if re.search(target, n)]
+
+
 def lora_config(model: nn.Module, rank: int = 16, alpha: float | None = None, dropout: float = 0.0,
-                target: str = DEFAULT_TARGET) -> LoraConfig:
-    """A peft LoraConfig on the model's quantized layers whose names match the regex `target`."""
+                target: str = DEFAULT_TARGET, target_16bit: str = "") -> LoraConfig:
+    """A peft LoraConfig on the model's quantized layers whose names match the regex `target`, and
+    on its 16-bit linear layers matching `target_16bit` ("": none), peft's own LoRA there."""
     names = quantized_layer_names(model, target)
     if not names:
         raise UserError(f"no quantized layer matches the LoRA target {target!r} "
                         "(quantize the model first, or widen lora.target)")
+    if target_16bit:
+        extra = linear_16bit_names(model, target_16bit)
+        if not extra:
+            raise UserError(f"no 16-bit linear layer matches lora.target_16bit {target_16bit!r}")
+        names += extra
     config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=dropout,
                         target_modules=names, init_lora_weights=True)
     return register(config)
@@ -167,6 +180,11 @@ def lora_layers(model: nn.Module) -> dict[str, SVDQuantLoraLayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, SVDQuantLoraLayer)}
 
 
+def all_lora_layers(model: nn.Module) -> dict[str, LoraLayer]:
+    """Every adapted layer: on the 4-bit backbone and on 16-bit linear layers (`lora.target_16bit`)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+
+
 def adapter_state(model: nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
     return get_peft_model_state_dict(model, adapter_name=adapter_name)
 
@@ -189,11 +207,11 @@ def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "d
             raise UserError(f"{str(directory)!r} is not an adapter folder (no {name} in it)")
     config = register(LoraConfig.from_pretrained(str(directory)))
     # peft may store the targets as shortest unique name suffixes ("net.2"): match them as such
-    quantized = [n for n, m in model.named_modules() if isinstance(m, (SVDQuantLinear, SVDQuantLoraLayer))]
-    missing = [t for t in config.target_modules if not any(n == t or n.endswith("." + t) for n in quantized)]
+    layers = [n for n, m in model.named_modules() if isinstance(m, (SVDQuantLinear, nn.Linear, LoraLayer))]
+    missing = [t for t in config.target_modules if not any(n == t or n.endswith("." + t) for n in layers)]
     if missing:
-        raise UserError(f"{directory / ADAPTER_CONFIG}: target {sorted(missing)[0]!r} is not a quantized layer "
-                        "of this model (was the adapter trained on another model or quantization?)")
+        raise UserError(f"{directory / ADAPTER_CONFIG}: target {sorted(missing)[0]!r} is not a layer of this "
+                        "model (was the adapter trained on another model?)")
     attach(model, config, adapter_name)
     result = set_peft_model_state_dict(model, load_file(directory / ADAPTER_WEIGHTS), adapter_name=adapter_name)
     unexpected = getattr(result, "unexpected_keys", [])

@@ -68,7 +68,7 @@ def train_adapter(cfg: TrainConfig) -> Path:
         domain = cached(out / "cache" / "domain.safetensors", DomainData.load,
                         lambda: build_domain_data(teacher, cfg.domain.data, cfg.domain.caption, cfg.domain.max_images),
                         acc)
-        schedule = NoiseSchedule.from_pipeline(teacher)
+        schedule = NoiseSchedule.from_pipeline(teacher, cfg.domain.timesteps)
 
     # The teacher's denoiser is done (its trajectories are cached): free its memory. The pipeline
     # keeps the VAE and text encoders for validation, which runs the student in its place.

@@ -48,7 +48,8 @@ def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait,
     """The student with the adapter attached and initialised (per-layer relative weight errors
     after the init go to init_errors.json)."""
     student = quantized_backbone(cfg, teacher, out, is_main, wait, prompts)
-    attach(student, lora_config(student, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target),
+    lora = cfg.lora
+    attach(student, lora_config(student, lora.rank, lora.alpha, lora.dropout, lora.target, lora.target_16bit),
            cfg.adapter_name)
     initial = out / "student-init.safetensors"
     if not initial.is_file() and is_main:

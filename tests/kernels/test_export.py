@@ -3,6 +3,7 @@ close to it, the standard LoRA loads into the 16-bit pipeline with diffusers and
 adapter does there."""
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from svdtune.pipelines import load_pipeline
 from svdtune.quant.linear import SVDQuantLinear, set_backend
 from svdtune.quant.metrics import relative_error
 from svdtune.train.recipe import train_adapter
+from svdtune.train.lora import all_lora_layers
 from svdtune.train.student import load_trained
 from tests.train.test_recipe import config
 
@@ -27,7 +29,9 @@ def run(tiny_family, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     run_data_build(DataBuildConfig(domain="pastel", sources={"world": "12"}, embeddings=False,
                                    output_dir=str(root / "pastel")))
-    return train_adapter(config(tiny_family, root / "pastel", root / "run", "validation.at_start=false"))
+    # a 16-bit layer adapted too (peft's own LoRA): it merges into its weight, exports as plain LoRA
+    return train_adapter(config(tiny_family, root / "pastel", root / "run", "validation.at_start=false",
+                                r"lora.target_16bit=time_embedding\.linear_2$"))
 
 
 def denoiser_inputs(seed=0):
@@ -46,21 +50,44 @@ def export(run, tmp_path, fmt, *extra):
                                                        f"output_dir={tmp_path / fmt}", *extra]))
 
 
+def layer_inputs(model, layers: dict) -> dict:
+    """The input each of `layers` (name -> module) sees in one forward pass of `model`."""
+    seen = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args, n=n: seen.setdefault(n, args[0])) for n, m in layers.items()]
+    forward(model)
+    for h in hooks:
+        h.remove()
+    assert seen.keys() == layers.keys()
+    return seen
+
+
 def test_svdq_merged_is_the_trained_model_and_folded_is_close(run, tmp_path):
+    """Layer by layer, on the inputs the trained model feeds them. (Whole models are not compared:
+    fp32 rounding differences of an exact merge flip a few 4-bit activation codes downstream, which
+    the tiny model amplifies to several % of its output.)"""
     trained, _ = load_trained(run)
-    expected = forward(trained)
+    adapted = all_lora_layers(trained)
+    assert "time_embedding.linear_2" in adapted  # a 16-bit layer: merged into its weight
+    inputs = layer_inputs(trained, adapted)
     merged = load_svdq(export(run, tmp_path, "svdq-merged"))  # dtype auto: fp32, the model's
+    folded = load_svdq(export(run, tmp_path, "folded"))
     assert not any("lora" in n for n, _ in merged.named_modules())
-    ranks = {m.spec.rank for m in merged.modules() if isinstance(m, SVDQuantLinear)}
-    assert ranks == {4 + 2}  # quant.rank + lora.rank, concatenated
-    merged_error = relative_error(expected, forward(merged))
-    folded_error = relative_error(expected, forward(load_svdq(export(run, tmp_path, "folded"))))
-    print(f"relative error vs the trained model: svdq-merged {merged_error:.2e}, folded {folded_error:.2e}")
-    assert merged_error < 1e-3
-    assert merged_error < folded_error < 0.2
-    # the kernels run the artifact: the CPU exact path is the reference up to fp32 rounding
-    exact = forward(set_backend(load_svdq(tmp_path / "svdq-merged"), "cpu-exact"))
-    assert relative_error(forward(set_backend(load_svdq(tmp_path / "svdq-merged"), "reference")), exact) < 1e-4
+    layers = {n: m for n, m in merged.named_modules() if isinstance(m, SVDQuantLinear)}
+    assert {m.spec.rank for m in layers.values()} == {4 + 2}  # quant.rank + lora.rank, concatenated
+    with torch.no_grad():
+        expected = {n: adapted[n](x) for n, x in inputs.items()}
+        merged_errors = [relative_error(expected[n], merged.get_submodule(n)(x)) for n, x in inputs.items()]
+        folded_errors = [relative_error(expected[n], folded.get_submodule(n)(x)) for n, x in inputs.items()]
+    print(f"per-layer relative error vs the trained model: svdq-merged max {max(merged_errors):.2e}, "
+          f"folded median {statistics.median(folded_errors):.2e}")
+    assert max(merged_errors) < 1e-5
+    assert max(merged_errors) < statistics.median(folded_errors) < 0.2
+    # the kernels run the artifact: each layer's CPU exact path is the reference up to fp32 rounding
+    with torch.no_grad():
+        for name, x in layer_inputs(merged, layers).items():
+            layer = layers[name]
+            reference, exact = set_backend(layer, "reference")(x), set_backend(layer, "cpu-exact")(x)
+            assert relative_error(reference, exact) < 1e-5
 
 
 @pytest.mark.parametrize("fmt", ["lora", "kohya"])
@@ -72,16 +99,15 @@ def test_standard_lora_loads_into_the_16_bit_pipeline(run, tiny_family, tmp_path
     base = forward(pipe.unet)
 
     trained, _ = load_trained(run)
-    from svdtune.train.lora import lora_layers
 
     def add_delta(layer, a, b):  # y + B A x; a k x k conv's A is a k x k conv, its B a 1 x 1 one
         base = layer.get_base_layer()
-        if base.spec.kernel_size is None:
+        if not isinstance(base, SVDQuantLinear) or base.spec.kernel_size is None:
             return lambda m, args, y: y + args[0] @ a.T @ b.T
         return lambda m, args, y: y + Fn.conv2d(base._conv(args[0], base.as_conv_weight(a)), b[:, :, None, None])
 
     hooks = []
-    for name, layer in lora_layers(trained).items():
+    for name, layer in all_lora_layers(trained).items():
         a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight * layer.scaling["default"]
         a, b = a.half().float(), b.half().float()  # as exported
         hooks.append(pipe.unet.get_submodule(name).register_forward_hook(add_delta(layer, a, b)))
@@ -115,13 +141,14 @@ def test_export_errors_are_named(run, tmp_path, capsys):
 
 def test_several_adapters_merge_in_blocks_with_their_strengths(run, tmp_path):
     """The same run twice, at strengths 1 and 0.5, is the adapter at 1.5: two blocks of rank 2."""
-    from svdtune.train.lora import lora_layers
-
     trained, _ = load_trained(run)
-    for layer in lora_layers(trained).values():
+    for layer in all_lora_layers(trained).values():
         layer.scaling["default"] *= 1.5
     out = run_export(load_config(ExportConfig, None, [f"runs={json.dumps([str(run), f'{run}:0.5'])}",
                                                       f"output_dir={tmp_path / 'two'}"]))
     merged = load_svdq(out)
     assert {m.spec.rank for m in merged.modules() if isinstance(m, SVDQuantLinear)} == {4 + 2 + 2}
-    assert relative_error(forward(trained), forward(merged)) < 1e-3
+    adapted = all_lora_layers(trained)
+    with torch.no_grad():
+        for name, x in layer_inputs(trained, adapted).items():
+            assert relative_error(adapted[name](x), merged.get_submodule(name)(x)) < 1e-5, name

@@ -1,5 +1,7 @@
 """LoRA on SVDQuant layers: peft's adapter API, exact merge into the branch, save / load, LoftQ init."""
 
+import re
+
 import pytest
 import torch
 
@@ -7,7 +9,7 @@ from svdtune.errors import UserError
 from svdtune.quant.linear import SVDQuantLinear
 from svdtune.quant.metrics import relative_error, sqnr_db
 from svdtune.train.init import init_adapter
-from svdtune.train.lora import attach, load_adapter, lora_config, lora_layers, save_adapter
+from svdtune.train.lora import all_lora_layers, attach, load_adapter, lora_config, lora_layers, save_adapter
 from tests.quant.tiny_models import quantized
 
 
@@ -19,7 +21,7 @@ def run(model, kw):
 def randomize(model, adapter, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for layer in lora_layers(model).values():
+        for layer in all_lora_layers(model).values():
             for w in (layer.lora_A[adapter].weight, layer.lora_B[adapter].weight):
                 w.copy_(0.05 * torch.randn(w.shape, generator=g))
 
@@ -94,8 +96,35 @@ def test_save_and_load_adapter(tmp_path):
     with pytest.raises(UserError, match="not an adapter folder"):
         load_adapter(fresh, tmp_path, "x")
     other, _, _ = quantized("sd3")
-    with pytest.raises(UserError, match="is not a quantized layer"):
+    with pytest.raises(UserError, match="is not a layer of this model"):
         load_adapter(other, tmp_path / "adapter", "style")
+
+
+def test_16_bit_layers_take_peft_lora_beside_the_quantized_ones(tmp_path):
+    """lora.target_16bit adapts unquantized linear layers (here SD3's AdaLN modulation) with peft's
+    own LoRA: they train, save and load with the rest, and LoftQ init leaves them at B = 0."""
+    model, reference, inputs = quantized("sd3")
+    adaln = r"norm1(_context)?\.linear$"
+    with pytest.raises(UserError, match="no 16-bit linear layer matches"):
+        lora_config(model, rank=4, target_16bit=r"no_such_layer$")
+    attach(model, lora_config(model, rank=4, target_16bit=adaln))
+    plain = {n for n, m in all_lora_layers(model).items() if n not in lora_layers(model)}
+    assert plain and all(re.search(adaln, n) for n in plain)
+    init_adapter(model, reference, method="loftq")
+    assert all(torch.all(all_lora_layers(model)[n].lora_B["default"].weight == 0) for n in plain)
+    kw = inputs(seed=6)
+    model.requires_grad_(False)
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora_" in n)
+    model(**kw, return_dict=False)[0].pow(2).mean().backward()
+    assert all(all_lora_layers(model)[n].lora_B["default"].weight.grad.abs().sum() > 0 for n in plain)
+    randomize(model, "default")
+    expected = run(model, kw)
+    save_adapter(model, tmp_path / "adapter")
+    fresh, _, _ = quantized("sd3")
+    load_adapter(fresh, tmp_path / "adapter")
+    assert set(all_lora_layers(fresh)) == set(all_lora_layers(model))
+    assert torch.equal(run(fresh, kw), expected)
 
 
 @pytest.mark.parametrize("name", ["unet-sd15", "pixart"])
