@@ -16,7 +16,7 @@ class LoraSettings:
     dropout: float = 0.0
     target: str = DEFAULT_TARGET              # regex over quantized layer names
     target_16bit: str = ""                    # regex over 16-bit nn.Linear names ("": none), e.g. a DiT's
-                                              # AdaLN modulation, where pooled text sets global looks
+                                              # AdaLN modulation or proj_out
     init: Literal["zero", "loftq", "loftq-requant"] = "loftq"
     init_iters: int = 3                       # loftq-requant alternations
 

@@ -7,8 +7,8 @@ The denoising loss follows the pipeline's scheduler:
                                   (SD3's pre-training), shifted like the scheduler's sigmas; the
                                   model sees s * 1000 (FLUX: s). Logit-normal seldom draws s > 0.9,
                                   the steps that set an image's global colours: the reference DiT
-                                  learnt the pastel style's cream background on 40 % of prompts
-                                  with it, 96 % with uniform (1500 steps).
+                                  drew the pastel style's cream background on about half the
+                                  prompts with it, on 95 % with uniform.
 Min-SNR weighting (Hang et al., 2023) caps each sample's weight at gamma / SNR in the loss's own
 units: min(1, gamma / SNR) for epsilon, min(1, gamma / (SNR + 1)) for v (this keeps weight 1 at
 a zero-terminal-SNR schedule's pure-noise end, where min(SNR, gamma) / (SNR + 1) would give 0).
