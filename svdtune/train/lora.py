@@ -131,15 +131,10 @@ def set_branch(layer: SVDQuantLinear, down: torch.Tensor, up: torch.Tensor) -> N
     layer.spec = dataclasses.replace(layer.spec, rank=down.shape[0])
 
 
-def quantized_layer_names(model: nn.Module, target: str = DEFAULT_TARGET) -> list[str]:
-    """Names of the quantized layers matching `target` (the wrapper's name once an adapter is on)."""
-    names = (n.removesuffix(".base_layer") for n, m in model.named_modules() if isinstance(m, SVDQuantLinear))
-    return [n for n in names if re.search(target, n)]
-
-
-def linear_16bit_names(model: nn.Module, target: str) -> list[str]:
-    """Names of the unquantized `nn.Linear` layers matching `target`."""
-    names = (n.removesuffix(".base_layer") for n, m in model.named_modules() if type(m) is nn.Linear)
+def layer_names(model: nn.Module, target: str, kind: type = SVDQuantLinear) -> list[str]:
+    """Names of the layers of exactly type `kind` (quantized by default; `nn.Linear`: the 16-bit
+    ones) matching `target` (the wrapper's name once an adapter is on)."""
+    names = (n.removesuffix(".base_layer") for n, m in model.named_modules() if type(m) is kind)
     return [n for n in names if re.search(target, n)]
 
 
@@ -147,12 +142,12 @@ def lora_config(model: nn.Module, rank: int = 16, alpha: float | None = None, dr
                 target: str = DEFAULT_TARGET, target_16bit: str = "") -> LoraConfig:
     """A peft LoraConfig on the model's quantized layers whose names match the regex `target`, and
     on its 16-bit linear layers matching `target_16bit` ("": none), peft's own LoRA there."""
-    names = quantized_layer_names(model, target)
+    names = layer_names(model, target)
     if not names:
         raise UserError(f"no quantized layer matches the LoRA target {target!r} "
                         "(quantize the model first, or widen lora.target)")
     if target_16bit:
-        extra = linear_16bit_names(model, target_16bit)
+        extra = layer_names(model, target_16bit, nn.Linear)
         if not extra:
             raise UserError(f"no 16-bit linear layer matches lora.target_16bit {target_16bit!r}")
         names += extra

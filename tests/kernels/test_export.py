@@ -16,8 +16,8 @@ from svdtune.kernels.export import LORA_WEIGHTS, ExportConfig, run_export
 from svdtune.pipelines import load_pipeline
 from svdtune.quant.linear import SVDQuantLinear, set_backend
 from svdtune.quant.metrics import relative_error
-from svdtune.train.recipe import train_adapter
 from svdtune.train.lora import all_lora_layers
+from svdtune.train.recipe import train_adapter
 from svdtune.train.student import load_trained
 from tests.train.test_recipe import config
 

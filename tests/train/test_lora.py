@@ -10,6 +10,7 @@ from svdtune.quant.linear import SVDQuantLinear
 from svdtune.quant.metrics import relative_error, sqnr_db
 from svdtune.train.init import init_adapter
 from svdtune.train.lora import all_lora_layers, attach, load_adapter, lora_config, lora_layers, save_adapter
+from svdtune.train.student import trainable_parameters
 from tests.quant.tiny_models import quantized
 
 
@@ -70,9 +71,7 @@ def test_only_adapter_weights_train():
     model, _, inputs = quantized("sd3")
     attach(model, lora_config(model, rank=4))
     randomize(model, "default")
-    model.requires_grad_(False)
-    for n, p in model.named_parameters():
-        p.requires_grad_("lora_" in n)
+    trainable_parameters(model)
     run_kw = inputs(seed=0)
     out = model(**run_kw, return_dict=False)[0]
     out.pow(2).mean().backward()
@@ -113,9 +112,7 @@ def test_16_bit_layers_take_peft_lora_beside_the_quantized_ones(tmp_path):
     init_adapter(model, reference, method="loftq")
     assert all(torch.all(all_lora_layers(model)[n].lora_B["default"].weight == 0) for n in plain)
     kw = inputs(seed=6)
-    model.requires_grad_(False)
-    for n, p in model.named_parameters():
-        p.requires_grad_("lora_" in n)
+    trainable_parameters(model)
     model(**kw, return_dict=False)[0].pow(2).mean().backward()
     assert all(all_lora_layers(model)[n].lora_B["default"].weight.grad.abs().sum() > 0 for n in plain)
     randomize(model, "default")
