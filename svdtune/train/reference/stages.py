@@ -256,6 +256,8 @@ def _unet_loss(unet, text_encoder, tokenizer, cache: dict, batch_size: int, scen
         return (weight * err.mean(dim=(1, 2, 3))).mean()
 
     return loss_fn
+
+
 def train_dit(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, text_encoder, cache: dict,
               foreground_boost: float = 4.0, p_short: float = 0.25, p_drop: float = 0.1, ema_decay: float = 0.995):
     """SD3 transformer with rectified flow; the text encoder stays frozen.
