@@ -39,7 +39,7 @@ class FamilyConfig:
     unet: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1200, 64, 4e-4, 100))
     # UNet alone, text encoder frozen, loss up-weighted on objects (stages.refine_unet)
     unet_refine: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(0, 64, 2e-4, 50))
-    foreground_boost: float = 4.0
+    foreground_boost: float = 4.0  # object-latent loss weight of the UNet refinement and the DiT
     dit: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1000, 64, 4e-4, 100))
 
 
@@ -91,7 +91,8 @@ def train_family(cfg: FamilyConfig) -> Path:
 
     dit = C.build_dit(C.latent_size(vae), text_encoder.config.hidden_size, text_encoder.config.projection_dim)
     _stage(out, "dit", {"dit": dit},
-           lambda: {"dit": S.train_dit(cfg.dit, cfg.seed, ckpt / "dit", vae, tokenizer, text_encoder, cache)})
+           lambda: {"dit": S.train_dit(cfg.dit, cfg.seed, ckpt / "dit", vae, tokenizer, text_encoder, cache,
+                                            cfg.foreground_boost)})
 
     return export_family(Path(cfg.export_dir), evaluator, vae, tokenizer, text_encoder, unet, dit)
 
