@@ -104,7 +104,7 @@ def build_unet(sample_size: int, cross_attention_dim: int) -> UNet2DConditionMod
 def build_dit(sample_size: int, text_dim: int, pooled_dim: int) -> SD3Transformer2DModel:
     # Patch size 2, as SD3 / PixArt / FLUX use: 144 image tokens of 4x4 pixels. With patch size 4
     # (36 tokens of 8x8 pixels) objects that straddled a patch edge came out split in two, and
-    # the evaluator counted a stray object in 65 % of single-object images. A step costs 1.2x.
+    # the evaluator counted a stray object in 65 % of single-object images. A step costs 1.5x.
     return SD3Transformer2DModel(
         sample_size=sample_size, patch_size=2, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
         num_layers=6, attention_head_dim=32, num_attention_heads=6, joint_attention_dim=2 * text_dim,
