@@ -44,6 +44,9 @@ class DomainSettings:
     # high-noise steps that set global looks (a style's background); uniform teaches those too
     timesteps: Literal["uniform", "logit-normal"] = "uniform"
     max_images: int = 0                       # 0: all
+    # loss weight 1 + boost * foreground on the latents where the image differs from its median
+    # colour (objects on a plain background), as the reference models were pre-trained; 0: off
+    foreground_boost: float = 0.0
 
 
 @dataclasses.dataclass
@@ -107,6 +110,8 @@ class TrainConfig:
             raise ValueError("domain.weight > 0 needs domain.data (a `svdtune data build` output folder)")
         if not 0 <= self.domain.caption_dropout < 1:
             raise ValueError(f"domain.caption_dropout must be in [0, 1), got {self.domain.caption_dropout}")
+        if self.domain.foreground_boost < 0:
+            raise ValueError(f"domain.foreground_boost must be >= 0, got {self.domain.foreground_boost}")
         if self.lora.rank <= 0:
             raise ValueError(f"lora.rank must be positive, got {self.lora.rank}")
         if not 0 <= self.ema_decay < 1:

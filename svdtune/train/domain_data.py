@@ -12,18 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from svdtune.errors import UserError
 from svdtune.pipelines import call_kwargs
 from svdtune.quant.quantize import denoiser_of
+from svdtune.train.objectives import foreground
 from svdtune.train.trajectories import Recorder, TensorCache, assemble, moved, store_dtype, unflatten
 
 CAPTIONS = ("long", "short")
 
 
 class DomainData(TensorCache):
-    """tensors: "latents" (N, ...), "const/<arg>" (N, ...), "uncond/<arg>" (1, ...), "shared/<arg>";
+    """tensors: "latents" (N, ...), "foreground" (N, 1, h, w: `objectives.foreground` of each image,
+    max-pooled to the latent grid), "const/<arg>" (N, ...), "uncond/<arg>" (1, ...), "shared/<arg>";
     meta: latent_key (the denoiser's latent argument), caption, source."""
 
     def __len__(self) -> int:
@@ -45,6 +48,12 @@ class DomainData(TensorCache):
         flat = moved(flat, device, dtype)
         latents = flat.pop("latents")
         return unflatten(flat), latents
+
+    def foreground(self, index: torch.Tensor, source: str, device=None) -> torch.Tensor:
+        if "foreground" not in self.tensors:
+            raise UserError(f"{source}: this domain cache has no foreground maps (made before they were "
+                            "cached); delete it to rebuild it")
+        return self.tensors["foreground"][index].to(device, torch.float32)
 
 
 @torch.no_grad()
@@ -122,7 +131,9 @@ def build_domain_data(pipe, dataset_dir: str | Path, caption: str = "long", max_
         size = (latent_shape[-2] * pipe.vae_scale_factor, latent_shape[-1] * pipe.vae_scale_factor)
         x = image_tensor([load_image(i) for i in rows["image"]], size).to(vae.device, vae.dtype)
         latents = (vae.encode(x).latent_dist.mean - shift) * scaling
-        parts.append({"latents": store_dtype(latents.cpu())} | {k: store_dtype(v) for k, v in cond.items()})
+        fg = F.adaptive_max_pool2d(foreground((x.float() + 1) / 2), latents.shape[-2:])
+        parts.append({"latents": store_dtype(latents.cpu()), "foreground": fg.cpu().half()}
+                     | {k: store_dtype(v) for k, v in cond.items()})
     uncond, _, _, _ = record_conditioning(pipe, [""])
     tensors = {k: parts[0][k] if k.startswith("shared/") else torch.cat([p[k] for p in parts]) for k in parts[0]}
     tensors |= {"uncond/" + k.partition("/")[2]: store_dtype(v) for k, v in uncond.items() if k.startswith("const/")}

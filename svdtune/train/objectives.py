@@ -83,11 +83,22 @@ class NoiseSchedule:
         return (gamma / denominator.clamp_min(1e-12)).clamp(max=1.0)
 
 
-def denoising_loss(model, kwargs: dict, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Per-sample weighted MSE. Models predicting a learned variance too (PixArt: 2C channels)
-    are scored on their first C channels, as their pipelines use them."""
+def foreground(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) in [0, 1]: how far each pixel of `images` (B, 3, H, W in [0, 1]) is from the
+    image's median colour (its background, where that covers most of the image)."""
+    background = images.flatten(2).median(dim=2).values[:, :, None, None]
+    return ((images - background).abs().sum(1, keepdim=True) / 0.3).clamp(0, 1)
+
+
+def denoising_loss(model, kwargs: dict, target: torch.Tensor, weights: torch.Tensor,
+                   element_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample weighted MSE, optionally weighted per latent element too (broadcast). Models
+    predicting a learned variance too (PixArt: 2C channels) are scored on their first C channels,
+    as their pipelines use them."""
     pred = model_output(model, kwargs).float()
     if pred.shape[1] == 2 * target.shape[1] and pred.ndim == 4:
         pred = pred[:, :target.shape[1]]
-    per_sample = (pred - target.float()).pow(2).flatten(1).mean(1)
-    return (weights * per_sample).mean()
+    err = (pred - target.float()).pow(2)
+    if element_weights is not None:
+        err = err * element_weights
+    return (weights * err.flatten(1).mean(1)).mean()

@@ -203,7 +203,9 @@ def step_losses(cfg: TrainConfig, student, part: dict, trajectories, domain, sch
         kwargs, x0 = domain.batch(part["domain_index"], part["domain_drop"], device, torch.float32)
         xt, t, target, snr = schedule.noisy(x0, part["domain_noise"].to(device), part["domain_u"].to(device))
         kwargs |= {domain.meta["latent_key"]: xt, "timestep": t}
-        losses["loss_domain"] = denoising_loss(student, kwargs, target, schedule.weights(snr, cfg.domain.min_snr_gamma))
+        fg = (1 + cfg.domain.foreground_boost * domain.foreground(part["domain_index"], cfg.domain.data, device)
+              if cfg.domain.foreground_boost else None)
+        losses["loss_domain"] = denoising_loss(student, kwargs, target, schedule.weights(snr, cfg.domain.min_snr_gamma), fg)
     losses["loss"] = (cfg.distill.weight * losses.get("loss_distill", 0.0)
                       + cfg.domain.weight * losses.get("loss_domain", 0.0))
     return losses

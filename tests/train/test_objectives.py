@@ -1,11 +1,12 @@
-"""The denoising loss's noising: flow matching's sigma densities and the DDPM targets."""
+"""The denoising loss: flow matching's sigma densities, the DDPM targets, the object weighting."""
 
 import math
 
 import pytest
 import torch
 
-from svdtune.train.objectives import NoiseSchedule
+from svdtune.data import world
+from svdtune.train.objectives import NoiseSchedule, denoising_loss, foreground
 
 N = 200_000
 
@@ -47,3 +48,20 @@ def test_ddpm_targets_and_min_snr_weights():
         w = schedule.weights(snr, gamma=5.0)
         capped = 5.0 / (snr if prediction == "epsilon" else snr + 1)
         assert torch.allclose(w, capped.clamp(max=1.0))
+
+
+def test_foreground_marks_the_objects_of_a_rendered_scene():
+    scene = world.Scene(objects=(world.WorldObject("square", "red", "large", 4),), style="pastel")
+    image = torch.from_numpy(world.render(scene)).permute(2, 0, 1)[None]
+    fg = foreground(image)[0, 0]
+    c = world.IMAGE_SIZE // 2  # cell 4 is the centre; a large square's half extent is 5.8 px
+    assert fg[c - 4:c + 4, c - 4:c + 4].min() == 1.0 and fg[:6, :6].max() == 0.0
+
+
+def test_element_weights_scale_the_squared_error_where_they_apply():
+    target = torch.zeros(2, 1, 2, 2)
+    pred = torch.ones(2, 1, 2, 2)
+    model = lambda **kw: (kw["x"],)  # noqa: E731
+    weights = torch.tensor([[[[1.0, 1.0], [1.0, 5.0]]]]).expand(2, 1, 2, 2)
+    assert denoising_loss(model, {"x": pred}, target, torch.ones(2)).item() == 1.0
+    assert denoising_loss(model, {"x": pred}, target, torch.ones(2), weights).item() == 2.0  # (1+1+1+5)/4

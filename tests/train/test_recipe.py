@@ -64,10 +64,11 @@ def test_a_world_style_is_distilled_on_plain_captions(tiny_family, pastel, tmp_p
 
 
 def test_training_options_run_and_resume(tiny_family, pastel, tmp_path):
-    """8-bit AdamW, EMA, bf16 autocast, accumulation and gradient checkpointing together; the
-    8-bit optimizer state and EMA survive a resume."""
+    """8-bit AdamW, EMA, bf16 autocast, accumulation, gradient checkpointing and the object-weighted
+    domain loss together; the 8-bit optimizer state and EMA survive a resume."""
     extra = ["optim.optimizer=adamw8bit", "ema_decay=0.9", "mixed_precision=bf16", "grad_accum=2",
-             "gradient_checkpointing=true", "lora.init=loftq-requant", "validation.at_start=false"]
+             "gradient_checkpointing=true", "lora.init=loftq-requant", "validation.at_start=false",
+             "domain.foreground_boost=4"]
     out = train_adapter(config(tiny_family, pastel, tmp_path / "run", *extra, "steps=2"))
     assert (out / "adapter-ema" / "adapter_model.safetensors").is_file()
     out = train_adapter(config(tiny_family, pastel, tmp_path / "run", *extra, "resume=latest", "steps=4"))

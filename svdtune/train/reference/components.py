@@ -27,26 +27,28 @@ def build_tokenizer(seed: int = 0) -> CLIPTokenizer:
 
     Built directly, not with `train_new_from_iterator`: the BPE trainer breaks ties in hash order,
     so its token ids change from process to process, and a text encoder trained in one process
-    would read scrambled ids in the next. `seed` is kept for the recipe's signature; the
-    vocabulary does not depend on it.
+    would read scrambled ids in the next. Each word gets merges until the tokenizer reads it as one
+    token: BPE applies merges by rank, not left to right, so a word's own chain of merges is cut by
+    an earlier word's ("an" inside "orange" and "triangle"); the merge is then added for the pieces
+    it does read. A merge appended last cannot change words already whole. `seed` is kept for the
+    recipe's signature; the vocabulary does not depend on it.
     """
     del seed
     symbols = [chr(c) for c in _byte_alphabet()]
-    vocab = symbols + [c + "</w>" for c in symbols]
-    known, merges = set(vocab), []
+    vocab, merges = symbols + [c + "</w>" for c in symbols], []
+    special = ["<|startoftext|>", "<|endoftext|>"]
+
+    def tokenizer() -> CLIPTokenizer:
+        tok = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab + special)}, merges=merges)
+        tok.model_max_length = MAX_TOKENS
+        return tok
+
     for word in sorted(world.VOCABULARY):
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(parts) > 1:  # merge left to right: each prefix becomes a token
-            merged = parts[0] + parts[1]
-            if merged not in known:
-                merges.append((parts[0], parts[1]))
-                vocab.append(merged)
-                known.add(merged)
-            parts = [merged] + parts[2:]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges)
-    tokenizer.model_max_length = MAX_TOKENS
-    return tokenizer
+        while len(pieces := tokenizer().tokenize(word)) > 1:
+            merges.append((pieces[0], pieces[1]))
+            if pieces[0] + pieces[1] not in vocab:
+                vocab.append(pieces[0] + pieces[1])
+    return tokenizer()
 
 
 def _byte_alphabet() -> list[int]:

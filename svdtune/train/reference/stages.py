@@ -23,6 +23,7 @@ from svdtune.config import atomic_save_file
 from svdtune.data import world
 from svdtune.eval import world_evaluator as ev
 from svdtune.train.checkpoint import load_training_state, save_training_state
+from svdtune.train.objectives import foreground
 from svdtune.train.reference import components as C
 
 
@@ -107,8 +108,7 @@ def train_evaluator(cfg: StageConfig, seed: int, ckpt_dir: Path) -> ev.WorldEval
 def foreground_weight(x: torch.Tensor, boost: float = 9.0) -> torch.Tensor:
     """1 on the background, up to 1 + boost on objects: objects are ~10 % of the pixels, and an
     unweighted loss spends the budget on flat background while colours stay washed out."""
-    background = x.flatten(2).median(dim=2).values[:, :, None, None]
-    return 1 + boost * ((x - background).abs().sum(1, keepdim=True) / 0.3).clamp(0, 1)
+    return 1 + boost * foreground(x)
 
 
 def train_vae(cfg: StageConfig, seed: int, ckpt_dir: Path, kl_weight: float = 1e-6):

@@ -63,3 +63,14 @@ def test_tokenizer_is_identical_in_every_process():
     assert json.loads(other.strip().splitlines()[-1]) == build_tokenizer(0).get_vocab()
     tok = build_tokenizer(0)
     assert tok.convert_ids_to_tokens(tok("at the top left").input_ids)[1:-1] == ["at</w>", "the</w>", "top</w>", "left</w>"]
+
+
+def test_tokenizer_reads_every_world_word_as_one_token():
+    # BPE applies merges by rank: a chain of merges built left to right per word is cut by an
+    # earlier word's merges (the first version read "triangle" as t-ri-an-gl-e).
+    from svdtune.train.reference.components import build_tokenizer
+
+    tok = build_tokenizer(0)
+    split = {w: tok.tokenize(w) for w in sorted(world.VOCABULARY) if len(tok.tokenize(w)) != 1}
+    assert not split, f"words read as several tokens: {split}"
+    assert len(set(tok.get_vocab().values())) == len(tok.get_vocab())
