@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from svdtune.errors import UserError
@@ -49,10 +48,7 @@ class DomainData(TensorCache):
         latents = flat.pop("latents")
         return unflatten(flat), latents
 
-    def foreground(self, index: torch.Tensor, source: str, device=None) -> torch.Tensor:
-        if "foreground" not in self.tensors:
-            raise UserError(f"{source}: this domain cache has no foreground maps (made before they were "
-                            "cached); delete it to rebuild it")
+    def foreground(self, index: torch.Tensor, device=None) -> torch.Tensor:
         return self.tensors["foreground"][index].to(device, torch.float32)
 
 
@@ -131,7 +127,7 @@ def build_domain_data(pipe, dataset_dir: str | Path, caption: str = "long", max_
         size = (latent_shape[-2] * pipe.vae_scale_factor, latent_shape[-1] * pipe.vae_scale_factor)
         x = image_tensor([load_image(i) for i in rows["image"]], size).to(vae.device, vae.dtype)
         latents = (vae.encode(x).latent_dist.mean - shift) * scaling
-        fg = F.adaptive_max_pool2d(foreground((x.float() + 1) / 2), latents.shape[-2:])
+        fg = foreground((x.float() + 1) / 2, latents.shape[-2:])
         parts.append({"latents": store_dtype(latents.cpu()), "foreground": fg.cpu().half()}
                      | {k: store_dtype(v) for k, v in cond.items()})
     uncond, _, _, _ = record_conditioning(pipe, [""])

@@ -83,11 +83,13 @@ class NoiseSchedule:
         return (gamma / denominator.clamp_min(1e-12)).clamp(max=1.0)
 
 
-def foreground(images: torch.Tensor) -> torch.Tensor:
+def foreground(images: torch.Tensor, grid: int | tuple[int, int] | None = None) -> torch.Tensor:
     """(B, 1, H, W) in [0, 1]: how far each pixel of `images` (B, 3, H, W in [0, 1]) is from the
-    image's median colour (its background, where that covers most of the image)."""
+    image's median colour (its background, where that covers most of the image); max-pooled to
+    `grid` (a latent size) when given, so a latent counts as object if any of its pixels does."""
     background = images.flatten(2).median(dim=2).values[:, :, None, None]
-    return ((images - background).abs().sum(1, keepdim=True) / 0.3).clamp(0, 1)
+    fg = ((images - background).abs().sum(1, keepdim=True) / 0.3).clamp(0, 1)
+    return fg if grid is None else F.adaptive_max_pool2d(fg, grid)
 
 
 def denoising_loss(model, kwargs: dict, target: torch.Tensor, weights: torch.Tensor,

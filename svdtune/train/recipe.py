@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from svdtune.config import atomic_write_text, save_config, to_dict
+from svdtune.errors import UserError
 from svdtune.pipelines import denoiser_attr, load_pipeline
 from svdtune.quant.calibrate import caption_prompts
 from svdtune.quant.quantize import denoiser_of, is_world_pipeline
@@ -68,6 +69,9 @@ def train_adapter(cfg: TrainConfig) -> Path:
         domain = cached(out / "cache" / "domain.safetensors", DomainData.load,
                         lambda: build_domain_data(teacher, cfg.domain.data, cfg.domain.caption, cfg.domain.max_images),
                         acc)
+        if cfg.domain.foreground_boost and "foreground" not in domain.tensors:
+            raise UserError(f"{out / 'cache' / 'domain.safetensors'} has no foreground maps (made before they "
+                            "were cached), which domain.foreground_boost needs: delete it to rebuild it")
         schedule = NoiseSchedule.from_pipeline(teacher, cfg.domain.timesteps)
 
     # The teacher's denoiser is done (its trajectories are cached): free its memory. The pipeline
@@ -203,7 +207,7 @@ def step_losses(cfg: TrainConfig, student, part: dict, trajectories, domain, sch
         kwargs, x0 = domain.batch(part["domain_index"], part["domain_drop"], device, torch.float32)
         xt, t, target, snr = schedule.noisy(x0, part["domain_noise"].to(device), part["domain_u"].to(device))
         kwargs |= {domain.meta["latent_key"]: xt, "timestep": t}
-        fg = (1 + cfg.domain.foreground_boost * domain.foreground(part["domain_index"], cfg.domain.data, device)
+        fg = (1 + cfg.domain.foreground_boost * domain.foreground(part["domain_index"], device)
               if cfg.domain.foreground_boost else None)
         losses["loss_domain"] = denoising_loss(student, kwargs, target, schedule.weights(snr, cfg.domain.min_snr_gamma), fg)
     losses["loss"] = (cfg.distill.weight * losses.get("loss_distill", 0.0)

@@ -13,8 +13,10 @@ from safetensors.torch import load_file
 
 from svdtune.config import load_config
 from svdtune.data.build import DataBuildConfig, run_data_build
+from svdtune.errors import UserError
 from svdtune.quant.metrics import relative_error
 from svdtune.train.config import TrainConfig
+from svdtune.train.domain_data import DomainData
 from svdtune.train.recipe import train_adapter
 
 TINY = ["steps=4", "batch_size=2", "save_every=2", "log_with=none", "validation.every=0", "validation.steps=2",
@@ -48,6 +50,13 @@ def test_train_writes_adapter_checkpoints_and_summary(tiny_family, pastel, tmp_p
     assert all(torch.isfinite(torch.tensor(summary["last"][k])) for k in ("loss", "loss_distill", "loss_domain"))
     assert set(summary["validation"]) >= {"shape", "colour", "all"}
     assert set(summary["validation_start"]) == set(summary["validation"])  # the W4A4 model before training
+    # a domain cache made before the foreground maps were cached is named, not silently unweighted
+    cache = out / "cache" / "domain.safetensors"
+    old = DomainData.load(cache)
+    del old.tensors["foreground"]
+    old.save(cache)
+    with pytest.raises(UserError, match=r"domain\.safetensors has no foreground maps"):
+        train_adapter(config(tiny_family, pastel, tmp_path / "run", "domain.foreground_boost=4", "resume=latest"))
     assert "0" in summary["distill_loss_fixed"] and summary["init_relative_error_mean"] > 0
 
 

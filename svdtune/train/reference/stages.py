@@ -183,7 +183,7 @@ def latent_foreground_weight(seed: int, indices: list[int], boost: float, size: 
     """`foreground_weight` of the cached scenes at latent resolution (max over each latent's pixels)."""
     x = torch.from_numpy(world.render_batch([world.sample_scene(world.scene_rng(seed, j), style="plain")
                                               for j in indices]))
-    return F.adaptive_max_pool2d(foreground_weight(x, boost), size)
+    return 1 + boost * foreground(x, size)
 
 
 def cached_latents(cache: dict, indices: list[int]) -> torch.Tensor:
