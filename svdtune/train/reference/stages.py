@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,9 @@ class StageConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     save_every: int = 200
+    # "bf16": the loss under CPU autocast (weights and optimizer stay fp32): the DiT's steps are
+    # 1.3x faster on these 2 cores (configs/reference/family.yaml)
+    autocast: Literal["no", "bf16"] = "no"
 
 
 def step_rng(seed: int, step: int) -> tuple[random.Random, torch.Generator]:
@@ -54,7 +57,8 @@ def fit(name: str, modules: dict[str, torch.nn.Module], loss_fn: Callable[[int],
     bar = tqdm(range(start, cfg.steps), desc=name, initial=start, total=cfg.steps, mininterval=5)
     running = None
     for step in bar:
-        loss = loss_fn(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"):
+            loss = loss_fn(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
