@@ -33,7 +33,7 @@ from svdtune.eval.world_bench import alignment, prompt_suite
 from svdtune.generate import generate_images
 from svdtune.pipelines import load_evaluator, load_pipeline, with_denoiser
 from svdtune.quant.linear import SVDQuantLinear
-from svdtune.quant.quantize import denoiser_of
+from svdtune.quant.quantize import denoiser_of, weight_matrix
 from svdtune.quant.serialize import load_quantized
 from svdtune.eval.metrics import psnr
 from svdtune.train.config import TrainConfig
@@ -77,8 +77,7 @@ def with_exact_residual(student, teacher):
     weights = dict(teacher.named_modules())
     for name, layer in student.named_modules():
         if isinstance(layer, SVDQuantLinear):
-            w = weights[name].weight.detach()
-            w = w.permute(0, 2, 3, 1).reshape(len(w), -1) if w.dim() == 4 else w  # conv: (N, kh kw C)
+            w = weight_matrix(weights[name])
             if layer.spec.rank:
                 w = w - layer.up @ layer.down
             exact = w * layer.smooth.repeat(layer.spec.positions)

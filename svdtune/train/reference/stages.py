@@ -109,10 +109,11 @@ def train_evaluator(cfg: StageConfig, seed: int, ckpt_dir: Path) -> ev.WorldEval
 
 # ---------------------------------------------------------------- VAE
 
-def foreground_weight(x: torch.Tensor, boost: float = 9.0) -> torch.Tensor:
+def foreground_weight(x: torch.Tensor, boost: float = 9.0, grid: int | None = None) -> torch.Tensor:
     """1 on the background, up to 1 + boost on objects: objects are ~10 % of the pixels, and an
-    unweighted loss spends the budget on flat background while colours stay washed out."""
-    return 1 + boost * foreground(x)
+    unweighted loss spends the budget on flat background while colours stay washed out. `grid`:
+    at that latent size (a latent weighs as its heaviest pixel)."""
+    return 1 + boost * foreground(x, grid)
 
 
 def train_vae(cfg: StageConfig, seed: int, ckpt_dir: Path, kl_weight: float = 1e-6):
@@ -184,10 +185,10 @@ def caption_batch(seed: int, indices: list[int], rng: random.Random, p_short: fl
 
 
 def latent_foreground_weight(seed: int, indices: list[int], boost: float, size: int) -> torch.Tensor:
-    """`foreground_weight` of the cached scenes at latent resolution (max over each latent's pixels)."""
+    """`foreground_weight` of the cached scenes at latent resolution."""
     x = torch.from_numpy(world.render_batch([world.sample_scene(world.scene_rng(seed, j), style="plain")
                                               for j in indices]))
-    return 1 + boost * foreground(x, size)
+    return foreground_weight(x, boost, size)
 
 
 def cached_latents(cache: dict, indices: list[int]) -> torch.Tensor:
