@@ -73,3 +73,10 @@ def test_a_partial_section_keeps_the_parents_default_for_the_rest():
     cfg = load_config(QuickstartConfig, None, ["quant.calibration.steps=3"])
     # QuickstartConfig's default calibration has 32 prompts (QuantConfig's own default has 64)
     assert (cfg.quant.calibration.steps, cfg.quant.calibration.prompts, cfg.quant.calibration.batch_size) == (3, 32, 32)
+
+
+def test_train_config_names_a_bad_activation_clip_setting():
+    from svdtune.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"lora.act_clip_init must be in \(0, 1\] .* got 1.5 and 0.0"):
+        load_config(TrainConfig, None, ["lora.act_clip_init=1.5"])

@@ -44,14 +44,16 @@ def resolve(backend: str, device: torch.device) -> str:
     return backend
 
 
-def kernel_forward(layer, x: torch.Tensor) -> torch.Tensor:
+def kernel_forward(layer, x: torch.Tensor, act_clip: torch.Tensor | None = None) -> torch.Tensor:
+    """`act_clip`: the activation clip per group (None: none). cpu-fast, whose activations are int8,
+    does not apply a 4-bit clip."""
     if torch.is_grad_enabled() and x.requires_grad:
         raise RuntimeError(f"SVDQuantLinear backend {layer.backend!r} is inference-only; train with backend 'fake'")
     backend = resolve(layer.backend, x.device)
     if backend == "reference":
         from svdtune.kernels import reference
 
-        return reference.svdquant_forward(layer, x)
+        return reference.svdquant_forward(layer, x, act_clip)
     from svdtune.kernels.cpu import exact, w8a8, weight_only
 
     if backend == "cpu-fast" and layer.spec.kernel_size is None:
@@ -62,10 +64,10 @@ def kernel_forward(layer, x: torch.Tensor) -> torch.Tensor:
         from svdtune.kernels import triton as triton_kernels
 
         if triton_kernels.supports(layer):
-            return triton_kernels.forward(_plan(layer, backend, triton_kernels.prepare), x)
+            return triton_kernels.forward(_plan(layer, backend, triton_kernels.prepare), x, act_clip)
         if layer.spec.activations == "none":  # weight-only: dequantize per call, keep only the 4-bit codes
             return layer.fake_forward(x)
-    return exact.forward(layer, _plan(layer, "cpu-exact", exact.prepare), x)
+    return exact.forward(layer, _plan(layer, "cpu-exact", exact.prepare), x, act_clip)
 
 
 def _plan(layer, key: str, prepare):

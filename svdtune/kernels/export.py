@@ -34,7 +34,7 @@ from svdtune.kernels.format import pack_layer
 from svdtune.quant import formats as F
 from svdtune.quant.config import SHRINK_GRID
 from svdtune.quant.linear import SVDQuantLinear, pack_codes
-from svdtune.train.lora import SVDQuantLoraLayer, all_lora_layers
+from svdtune.train.lora import SVDQuantLoraLayer, all_lora_layers, merge_act_clip
 
 FORMATS = ("svdq-merged", "folded", "lora", "kohya", "nunchaku-keys")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file name diffusers' load_lora_weights looks for
@@ -141,6 +141,7 @@ def fold_adapters(model: nn.Module, strengths: dict[str, float]) -> nn.Module:
         for a, strength in strengths.items():
             if a in layer.lora_A:
                 target += strength * layer.get_delta_weight(a).float() * lam  # on smoothed inputs
+                merge_act_clip(base, layer.lora_act_clip[a])
         residual = F.quantize_weight(target, s.weights, s.group_size, SHRINK_GRID)
         base.qweight.copy_(pack_codes(residual.codes, s.weights))
         base.wscales.copy_(residual.scales)
@@ -186,6 +187,9 @@ def save_nunchaku_keys(model: nn.Module, out: Path, dtype: torch.dtype) -> Path:
     tensors = {}
     for name, m in model.named_modules():
         if isinstance(m, SVDQuantLinear):
+            if m.act_clip is not None:
+                raise UserError(f"layer {name} has a learned activation clip (lora.act_clip), which the SVDQuant "
+                                "inference engine's kernels do not apply: export svdq-merged")
             tensors |= {f"{name}.{NUNCHAKU_NAMES[k]}": v for k, v in pack_layer(m, dtype).items()}
     atomic_save_file(tensors, out / "nunchaku_keys.safetensors", {"format": "svdtune-svdq, nunchaku key names"})
     atomic_write_text(out / "nunchaku_keys.json", json.dumps(NUNCHAKU_NAMES, indent=1))

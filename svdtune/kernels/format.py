@@ -15,7 +15,7 @@ from svdtune.quant import formats as F
 
 TILE = 64           # K and N are padded to multiples of this (and K to whole groups)
 RANK_MULTIPLE = 16  # the low-rank dimension is padded to a multiple of this
-KEYS = ("qweight", "wscales", "wtensor_scale", "smooth", "proj_down", "proj_up", "bias")
+KEYS = ("qweight", "wscales", "wtensor_scale", "smooth", "proj_down", "proj_up", "bias", "act_clip")
 
 
 def padded_sizes(spec) -> dict[str, int]:
@@ -36,6 +36,8 @@ def packed_shapes(spec) -> dict[str, tuple[int, ...]]:
         shapes["wtensor_scale"] = ()
     if spec.bias:
         shapes["bias"] = (p["n"],)
+    if spec.act_clip:
+        shapes["act_clip"] = (p["k"] // p["group"],) if spec.kernel_size is None else (spec.act_groups,)
     return shapes
 
 
@@ -54,6 +56,8 @@ def pack_layer(layer, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Te
         out["wtensor_scale"] = layer.wtensor_scale.float().reshape(())
     if layer.bias is not None:
         out["bias"] = _pad(layer.bias.to(dtype), shape["bias"], 0)
+    if layer.act_clip is not None:  # fp32: a rounded clip would move every activation scale
+        out["act_clip"] = _pad(layer.act_clip.float(), shape["act_clip"], 1)
     return out
 
 
@@ -73,6 +77,8 @@ def unpack_layer(tensors: dict[str, torch.Tensor], spec, dtype: torch.dtype) -> 
         out["wtensor_scale"] = tensors["wtensor_scale"]
     if spec.bias:
         out["bias"] = tensors["bias"][:n].to(dtype)
+    if spec.act_clip:
+        out["act_clip"] = tensors["act_clip"][:spec.act_groups].float()
     return out
 
 

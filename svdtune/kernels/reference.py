@@ -31,8 +31,9 @@ def grouped_gemm(a_values: torch.Tensor, a_scales: torch.Tensor, w: F.QTensor) -
     return out
 
 
-def svdquant_forward(layer, x: torch.Tensor) -> torch.Tensor:
-    """Forward of an `SVDQuantLinear` through integer codes (see the module docstring)."""
+def svdquant_forward(layer, x: torch.Tensor, act_clip: torch.Tensor | None = None) -> torch.Tensor:
+    """Forward of an `SVDQuantLinear` through integer codes (see the module docstring); `act_clip`
+    scales each activation group's range."""
     s = layer.spec
     conv = s.kernel_size is not None
     smooth = layer.smooth.float()
@@ -45,7 +46,8 @@ def svdquant_forward(layer, x: torch.Tensor) -> torch.Tensor:
     if s.activations == "none":
         values, scales = rows, torch.ones(*rows.shape[:-1], rows.shape[-1] // w.group_size, device=rows.device)
     else:
-        qa = F.quantize(rows + shift, s.activations, s.group_size)
+        clip = 1.0 if act_clip is None else act_clip.float().unsqueeze(-1)
+        qa = F.quantize(rows + shift, s.activations, s.group_size, clip)
         values, scales = F.code_values(qa), F.group_scales(qa)
     if conv:  # im2col of the codes and of their scales (padding: code 0, contributes nothing)
         # channels-last codes and scales -> im2col rows, K ordered (position, channel group)

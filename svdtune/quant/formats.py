@@ -140,10 +140,28 @@ def dequantize_packed(packed: torch.Tensor, scales: torch.Tensor, fmt: str, grou
     return (values * s.unsqueeze(-1)).reshape(*packed.shape[:-1], -1).to(dtype)
 
 
-def fake_quantize(x: torch.Tensor, fmt: str, group_size: int) -> torch.Tensor:
-    """Quantize-dequantize with a straight-through gradient (identity w.r.t. x)."""
-    xq = dequantize(quantize(x.detach(), fmt, group_size)).to(x.dtype)
-    return x + (xq - x).detach()
+def fake_quantize(x: torch.Tensor, fmt: str, group_size: int, clip: torch.Tensor | None = None) -> torch.Tensor:
+    """Quantize-dequantize with a straight-through gradient (identity w.r.t. x).
+
+    `clip` (groups,) scales each group's range: scale = clip * absmax / qmax, values beyond it
+    saturate. A clip that requires grad is learned as LSQ learns its step size (Esser et al. 2020;
+    EfficientDM's activation scales): the output's gradient w.r.t. the scale is round(v) - v inside
+    the range and the bound outside, and x gets gradient only inside. Integer formats only."""
+    if clip is None or not clip.requires_grad:
+        shrink = 1.0 if clip is None else clip.detach().float().unsqueeze(-1)
+        xq = dequantize(quantize(x.detach(), fmt, group_size, shrink)).to(x.dtype)
+        return x + (xq - x).detach()
+    if fmt not in INT_QMAX:
+        raise ValueError(f"a learned activation clip needs an integer format (int4, uint4, int8), not {fmt!r}")
+    lo, hi = INT_RANGE[fmt]
+    xg = x.float().reshape(*x.shape[:-1], -1, group_of(x.shape[-1], group_size))
+    if fmt == "uint4":
+        xg = xg.clamp_min(0)
+    scale = (clip.float().unsqueeze(-1) * xg.detach().abs().amax(-1, keepdim=True) / INT_QMAX[fmt]).clamp_min(TINY)
+    scale = scale + (scale.to(SCALE_DTYPE).float() - scale).detach()  # the stored bf16 scale, straight through
+    v = xg / scale
+    codes = (v + (v.round() - v).detach()).clamp(lo, hi)
+    return (codes * scale).reshape(x.shape).to(x.dtype)
 
 
 def quantize_weight(w: torch.Tensor, fmt: str, group_size: int, shrink_grid=(1.0,),

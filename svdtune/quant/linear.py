@@ -39,6 +39,7 @@ class LayerSpec:
     group_size: int                             # effective: divides in_channels
     act_shift: float = 0.0
     bias: bool = True
+    act_clip: bool = False                      # has an activation clip per channel group (lora.act_clip)
     kernel_size: tuple[int, int] | None = None  # None: a linear layer
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
@@ -51,6 +52,10 @@ class LayerSpec:
     @property
     def in_features(self) -> int:  # K of the matrix view
         return self.in_channels * self.positions
+
+    @property
+    def act_groups(self) -> int:  # activation groups per token (per pixel): one clip each
+        return self.in_channels // F.group_of(self.in_channels, self.group_size)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LayerSpec":
@@ -67,7 +72,8 @@ def unpack_codes(stored: torch.Tensor, fmt: str) -> torch.Tensor:
 
 
 class SVDQuantLinear(nn.Module):
-    STORAGE = ("qweight", "wscales", "wtensor_scale")  # exact formats: never cast by model.to(dtype)
+    # exact formats, never cast by model.to(dtype); a rounded clip would move every activation scale
+    STORAGE = ("qweight", "wscales", "wtensor_scale", "act_clip")
 
     def __init__(self, spec: LayerSpec, dtype: torch.dtype = torch.float32, device=None):
         super().__init__()
@@ -85,6 +91,8 @@ class SVDQuantLinear(nn.Module):
         self.register_buffer("down", torch.zeros(spec.rank, k, **kw))
         self.register_buffer("up", torch.zeros(n, spec.rank, **kw))
         self.bias = nn.Parameter(torch.zeros(n, **kw), requires_grad=False) if spec.bias else None
+        # activation range scale per group (scale = clip * absmax / qmax), learned by training (act_clip)
+        self.register_buffer("act_clip", torch.ones(spec.act_groups, device=device) if spec.act_clip else None)
 
     @staticmethod
     def spec_for(module: nn.Linear | nn.Conv2d, rank: int, weights: str, activations: str, group_size: int,
@@ -136,27 +144,36 @@ class SVDQuantLinear(nn.Module):
         kh, kw = self.spec.kernel_size
         return w.reshape(w.shape[0], kh, kw, self.spec.in_channels).permute(0, 3, 1, 2)
 
+    def set_act_clip(self, clip: torch.Tensor | None) -> None:
+        """Give the layer an activation clip per group (None: none); its spec records whether it has one."""
+        self.act_clip = None if clip is None else clip.float()
+        self.spec = dataclasses.replace(self.spec, act_clip=clip is not None)
+
     def _shift(self) -> torch.Tensor | float:
         return self.spec.act_shift / self.smooth if self.spec.act_shift else 0.0
 
     # --- forward ----------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, act_clip: torch.Tensor | None = None) -> torch.Tensor:
+        """`act_clip`: an unmerged adapter's activation clip, multiplied into the layer's own."""
+        if self.act_clip is not None:
+            act_clip = self.act_clip if act_clip is None else self.act_clip * act_clip
         if self.backend == "fake":
-            return self.fake_forward(x)
+            return self.fake_forward(x, clip=act_clip)
         from svdtune.kernels.dispatch import kernel_forward  # kernels read quant formats; import at use
 
-        return kernel_forward(self, x)
+        return kernel_forward(self, x, act_clip)
 
-    def fake_forward(self, x: torch.Tensor, residual: torch.Tensor | None = None, act=fake_act) -> torch.Tensor:
+    def fake_forward(self, x: torch.Tensor, residual: torch.Tensor | None = None, act=fake_act,
+                     clip: torch.Tensor | None = None) -> torch.Tensor:
         """`residual`: the dequantized residual when the caller keeps one (the exact CPU kernel);
-        `act`: the activation fake-quantizer (a compiled one there)."""
+        `act`: the activation fake-quantizer (a compiled one there); `clip`: per activation group."""
         s = self.spec
         if s.kernel_size is None:
             xs = x / self.smooth
-            xq = act(xs, s.activations, s.group_size, self._shift())
+            xq = act(xs, s.activations, s.group_size, self._shift(), clip)
         else:
             xs = x / self.smooth.view(1, -1, 1, 1)
-            xq = act(xs.movedim(1, -1), s.activations, s.group_size, self._shift()).movedim(-1, 1)
+            xq = act(xs.movedim(1, -1), s.activations, s.group_size, self._shift(), clip).movedim(-1, 1)
         if xq.requires_grad:
             y = ResidualGEMM.apply(xq, self)
         else:

@@ -46,11 +46,13 @@ def act_format(cfg: QuantConfig, input_min: float) -> tuple[str, float]:
     return cfg.activations, 0.0
 
 
-def fake_act(xs: torch.Tensor, fmt: str, group_size: int, shift: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """Quantize-dequantize smoothed activations (rows along the last dim); `shift` per channel."""
+def fake_act(xs: torch.Tensor, fmt: str, group_size: int, shift: torch.Tensor | float = 0.0,
+             clip: torch.Tensor | None = None) -> torch.Tensor:
+    """Quantize-dequantize smoothed activations (rows along the last dim); `shift` per channel,
+    `clip` per channel group (see formats.fake_quantize)."""
     if fmt == "none":
         return xs
-    return F.fake_quantize(xs + shift, fmt, group_size) - shift
+    return F.fake_quantize(xs + shift, fmt, group_size, clip) - shift
 
 
 def low_rank(m: torch.Tensor, rank: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

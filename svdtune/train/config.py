@@ -19,6 +19,12 @@ class LoraSettings:
                                               # AdaLN modulation or proj_out
     init: Literal["zero", "loftq", "loftq-requant"] = "loftq"
     init_iters: int = 3                       # loftq-requant alternations
+    # also learn a clip of each 4-bit activation group's range (scale = clip * absmax / qmax), as
+    # EfficientDM learns its activation scales: most of what W4A4 loses is in the activations
+    act_clip: bool = False
+    act_clip_init: float = 1.0                # the clips' start (a static clip near 0.9 suits 4-bit
+                                              # activations better than the full range)
+    act_clip_lr: float = 0.0                  # 0: optim.lr
 
 
 @dataclasses.dataclass
@@ -114,5 +120,8 @@ class TrainConfig:
             raise ValueError(f"domain.foreground_boost must be >= 0, got {self.domain.foreground_boost}")
         if self.lora.rank <= 0:
             raise ValueError(f"lora.rank must be positive, got {self.lora.rank}")
+        if not 0 < self.lora.act_clip_init <= 1 or self.lora.act_clip_lr < 0:
+            raise ValueError(f"lora.act_clip_init must be in (0, 1] and lora.act_clip_lr >= 0, got "
+                             f"{self.lora.act_clip_init} and {self.lora.act_clip_lr}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")

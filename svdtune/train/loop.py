@@ -69,7 +69,8 @@ def tracker_kwargs(cfg, out: Path) -> dict:
     return {"wandb": {"dir": str(out), "name": out.name}} if cfg.log_with == "wandb" else {}
 
 
-def make_optimizer(params: list[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.nn.Parameter] | list[dict], cfg) -> torch.optim.Optimizer:
+    """AdamW or 8-bit AdamW over parameters or parameter groups (a group's own lr, weight_decay win)."""
     o = cfg.optim
     kwargs = dict(lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     if o.optimizer == "adamw8bit":

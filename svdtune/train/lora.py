@@ -9,7 +9,10 @@ Each targeted `SVDQuantLinear` becomes an `SVDQuantLoraLayer`:
 
     y = W4A4(x) + (x / lambda) down^T up^T + dropout(x) A^T B^T * alpha / r'
 
-with the 4-bit residual, smoothing and branch frozen and A, B trainable in fp32. Merging is exact:
+with the 4-bit residual, smoothing and branch frozen and A, B trainable in fp32. Each adapter also
+carries an activation clip per channel group (`lora_act_clip`, 1 = none), learned when training
+asks for it (EfficientDM learns its activation quantizers' scales): the active adapters' clips
+multiply and scale each group's 4-bit range. Merging is exact:
 the adapter joins the layer's 16-bit low-rank branch (rank r + r', A multiplied by lambda because
 the branch reads smoothed inputs), which the fused 4-bit kernels compute anyway; nunchaku fuses
 LoRAs the same way. Layers kept 16-bit (a DiT's AdaLN modulation, proj_out) can be adapted too
@@ -50,6 +53,8 @@ class SVDQuantLoraLayer(nn.Module, LoraLayer):
     """peft LoRA layer around an `SVDQuantLinear` (linear, or k x k convolution in its matrix view:
     A is then a k x k convolution and B a 1 x 1 one)."""
 
+    adapter_layer_names = LoraLayer.adapter_layer_names + ("lora_act_clip",)
+
     def __init__(self, base_layer: SVDQuantLinear, adapter_name: str, config: LoraConfig, r: int = 0,
                  lora_alpha: int = 1, **kwargs) -> None:
         super().__init__()
@@ -60,7 +65,19 @@ class SVDQuantLoraLayer(nn.Module, LoraLayer):
         self.fan_in_fan_out = False
         self._active_adapter = adapter_name
         self._merged_ranks: list[int] = []
+        self._clips_before_merge: list[torch.Tensor | None] = []
+        self.lora_act_clip = nn.ParameterDict()
         self.update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config, **kwargs)
+
+    def update_layer(self, adapter_name: str, *args, **kwargs) -> None:
+        base: SVDQuantLinear = self.get_base_layer()
+        self.lora_act_clip[adapter_name] = nn.Parameter(torch.ones(base.spec.act_groups, device=base.smooth.device))
+        super().update_layer(adapter_name, *args, **kwargs)
+
+    def act_clip(self, adapters: list[str]) -> torch.Tensor | None:
+        """The product of these adapters' activation clips (None when none of them has one)."""
+        clips = [self.lora_act_clip[a] for a in adapters if a in self.lora_act_clip]
+        return torch.stack(clips).prod(0) if len(clips) > 1 else clips[0] if clips else None
 
     def resolve_lora_variant(self, *, config: LoraConfig, **kwargs):
         if config.use_dora or config.lora_bias:
@@ -82,9 +99,9 @@ class SVDQuantLoraLayer(nn.Module, LoraLayer):
             raise UserError("mixed-adapter batches (adapter_names=...) are not supported on SVDQuant layers")
         if self.disable_adapters and self.merged:
             self.unmerge()
-        result = self.base_layer(x, *args, **kwargs)
         if self.disable_adapters or self.merged:
-            return result
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, act_clip=self.act_clip(self.active_adapters), **kwargs)
         for adapter in self.active_adapters:
             if adapter in self.lora_A:
                 result = result + self.delta(x, adapter).to(result.dtype)
@@ -112,6 +129,8 @@ class SVDQuantLoraLayer(nn.Module, LoraLayer):
                 raise ValueError(f"NaNs in adapter {adapter!r}: not merged")
             set_branch(base, torch.cat([base.down, down]), torch.cat([base.up, up], dim=1))
             self._merged_ranks.append(down.shape[0])
+            self._clips_before_merge.append(base.act_clip)
+            merge_act_clip(base, self.lora_act_clip[adapter])
             self.merged_adapters.append(adapter)
 
     @torch.no_grad()
@@ -121,6 +140,7 @@ class SVDQuantLoraLayer(nn.Module, LoraLayer):
             self.merged_adapters.pop()
             keep = base.spec.rank - self._merged_ranks.pop()
             set_branch(base, base.down[:keep].clone(), base.up[:, :keep].clone())
+            base.set_act_clip(self._clips_before_merge.pop())
 
     def __repr__(self) -> str:
         return "lora." + super().__repr__()
@@ -129,6 +149,14 @@ class SVDQuantLoraLayer(nn.Module, LoraLayer):
 def set_branch(layer: SVDQuantLinear, down: torch.Tensor, up: torch.Tensor) -> None:
     layer.down, layer.up = down, up
     layer.spec = dataclasses.replace(layer.spec, rank=down.shape[0])
+
+
+def merge_act_clip(layer: SVDQuantLinear, clip: torch.Tensor) -> None:
+    """Multiply an adapter's activation clip into the layer's (a layer gets one only when a clip
+    is not all ones, so layers of adapters that learned none keep their format)."""
+    if (clip != 1).any():
+        clip = clip.detach().float()
+        layer.set_act_clip(clip if layer.act_clip is None else layer.act_clip * clip)
 
 
 def layer_names(model: nn.Module, target: str, kind: type = SVDQuantLinear) -> list[str]:

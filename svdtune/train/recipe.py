@@ -37,7 +37,7 @@ from svdtune.train.lora import save_adapter
 from svdtune.train.loop import (append_history, make_accelerator, make_optimizer, own_rows, peak_memory_mib,
                                 register_adapter_hooks, resume, save_checkpoint, tracker_kwargs)
 from svdtune.train.objectives import NoiseSchedule, denoising_loss, distillation_loss
-from svdtune.train.student import build_student, trainable_parameters
+from svdtune.train.student import build_student, optimizer_groups, trainable_parameters
 from svdtune.train.trajectories import Trajectories, record_trajectories
 from svdtune.train.validation import validate
 
@@ -77,8 +77,8 @@ def train_adapter(cfg: TrainConfig) -> Path:
     # The teacher's denoiser is done (its trajectories are cached): free its memory. The pipeline
     # keeps the VAE and text encoders for validation, which runs the student in its place.
     setattr(teacher, denoiser_attr(teacher), None)
-    params = trainable_parameters(student)
-    optimizer = make_optimizer(params, cfg)
+    params = trainable_parameters(student, cfg.lora.act_clip)
+    optimizer = make_optimizer(optimizer_groups(student, params, cfg), cfg)
     # accelerate steps a prepared scheduler once per process per optimizer step: scale its length.
     from diffusers.optimization import get_scheduler
 

@@ -22,7 +22,7 @@ from svdtune.quant.quantize import denoiser_of, quantize
 from svdtune.quant.serialize import MANIFEST, load_quantized, save_quantized
 from svdtune.train.config import TrainConfig
 from svdtune.train.init import init_adapter
-from svdtune.train.lora import attach, lora_config
+from svdtune.train.lora import attach, lora_config, lora_layers
 
 log = logging.getLogger("svdtune")
 
@@ -55,6 +55,9 @@ def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait,
     if not initial.is_file() and is_main:
         torch.manual_seed(cfg.seed)  # A's random init (zero init) is reproducible
         errors = init_adapter(student, denoiser_of(teacher), cfg.adapter_name, cfg.lora.init, cfg.lora.init_iters)
+        if lora.act_clip:
+            for layer in lora_layers(student).values():
+                layer.lora_act_clip[cfg.adapter_name].data.fill_(lora.act_clip_init)
         atomic_write_text(out / "init_errors.json", json.dumps(errors, indent=1))
         atomic_save_file(student.state_dict(), initial)
     wait()
@@ -62,13 +65,24 @@ def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait,
     return student
 
 
-def trainable_parameters(student: nn.Module) -> list[nn.Parameter]:
-    """Freeze everything but the adapter."""
+def trainable_parameters(student: nn.Module, act_clip: bool = False) -> list[nn.Parameter]:
+    """Freeze everything but the adapter (its activation clips too unless `act_clip`)."""
     student.requires_grad_(False)
-    params = [p for name, p in student.named_parameters() if "lora_" in name]
+    params = [p for name, p in student.named_parameters()
+              if "lora_" in name and (act_clip or "lora_act_clip" not in name)]
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def optimizer_groups(student: nn.Module, params: list[nn.Parameter], cfg: TrainConfig) -> list[dict]:
+    """The adapter's weights at optim.lr; its activation clips at lora.act_clip_lr, never decayed
+    (weight decay would pull them towards a zero range)."""
+    clips = {id(p) for name, p in student.named_parameters() if "lora_act_clip" in name}
+    groups = [{"params": [p for p in params if id(p) not in clips]},
+              {"params": [p for p in params if id(p) in clips], "lr": cfg.lora.act_clip_lr or cfg.optim.lr,
+               "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def load_trained(run_dir: str | Path, adapter_name: str | None = None) -> tuple[nn.Module, TrainConfig]:

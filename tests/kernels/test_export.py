@@ -29,9 +29,10 @@ def run(tiny_family, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     run_data_build(DataBuildConfig(domain="pastel", sources={"world": "12"}, embeddings=False,
                                    output_dir=str(root / "pastel")))
-    # a 16-bit layer adapted too (peft's own LoRA): it merges into its weight, exports as plain LoRA
+    # a 16-bit layer adapted too (peft's own LoRA): it merges into its weight, exports as plain LoRA;
+    # activation clips learned too: they merge into the layers
     return train_adapter(config(tiny_family, root / "pastel", root / "run", "validation.at_start=false",
-                                r"lora.target_16bit=time_embedding\.linear_2$"))
+                                r"lora.target_16bit=time_embedding\.linear_2$", "lora.act_clip=true"))
 
 
 def denoiser_inputs(seed=0):
@@ -74,6 +75,7 @@ def test_svdq_merged_is_the_trained_model_and_folded_is_close(run, tmp_path):
     assert not any("lora" in n for n, _ in merged.named_modules())
     layers = {n: m for n, m in merged.named_modules() if isinstance(m, SVDQuantLinear)}
     assert {m.spec.rank for m in layers.values()} == {4 + 2}  # quant.rank + lora.rank, concatenated
+    assert any(m.spec.act_clip for m in layers.values())  # the learned clips travel with the artifact
     with torch.no_grad():
         expected = {n: adapted[n](x) for n, x in inputs.items()}
         merged_errors = [relative_error(expected[n], merged.get_submodule(n)(x)) for n, x in inputs.items()]

@@ -22,6 +22,7 @@ def random_layer(rng: random.Random, weights: str) -> SVDQuantLinear:
     conv = rng.random() < 0.3
     spec = LayerSpec(in_channels=group * rng.randint(1, 5), out_channels=rng.randint(1, 150), rank=rng.randint(0, 40),
                      weights=weights, activations=weights, group_size=group, bias=rng.random() < 0.7,
+                     act_clip=rng.random() < 0.4,
                      **(dict(kernel_size=(3, 3), padding=(1, 1)) if conv else {}))
     layer = SVDQuantLinear(spec)
     g = torch.Generator().manual_seed(rng.randint(0, 10**6))
@@ -30,6 +31,8 @@ def random_layer(rng: random.Random, weights: str) -> SVDQuantLinear:
         layer.wscales.copy_((torch.rand(layer.wscales.shape, generator=g) + 0.01).to(layer.wscales.dtype))
         if layer.wtensor_scale is not None:
             layer.wtensor_scale.fill_(0.37)
+        if layer.act_clip is not None:
+            layer.act_clip.copy_(torch.rand(spec.act_groups, generator=g) * 0.5 + 0.5)
         layer.smooth.copy_(torch.rand(spec.in_channels, generator=g) * 4 + 0.25)
         for t in (layer.down, layer.up) + ((layer.bias,) if layer.bias is not None else ()):
             t.copy_(torch.randn(t.shape, generator=g))
@@ -49,7 +52,8 @@ def test_pack_unpack_roundtrip_over_random_shapes(weights):
         assert not packed["proj_up"][s.rank:].any() and not packed["proj_down"][s.in_features:].any()
         assert not packed["qweight"][s.out_channels:].any()
         back = unpack_layer(packed, s, torch.bfloat16)
-        for key in ("qweight", "wscales", "smooth", "bias", "wtensor_scale"):
+        assert ("act_clip" in packed) == s.act_clip
+        for key in ("qweight", "wscales", "smooth", "bias", "wtensor_scale", "act_clip"):
             if key in back:
                 assert torch.equal(back[key], layer.state_dict()[key]), key
         # the branch goes through down / lambda in 16-bit and back: 16-bit rounding, no more

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from svdtune.quant import formats as F
-from svdtune.quant.metrics import sqnr_db
+from svdtune.quant.metrics import relative_error, sqnr_db
 
 
 def test_int4_codes_and_scales():
@@ -52,6 +52,34 @@ def test_fake_quantize_is_straight_through():
     x = torch.randn(8, 64, requires_grad=True)
     F.fake_quantize(x, "int4", 64).sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
+
+
+@pytest.mark.parametrize("fmt", ["int4", "uint4"])
+def test_learned_clip_has_lsq_gradients(fmt):
+    """With a clip that requires grad, fake quantization is quantize(x, shrink=clip) forward, and
+    backward is LSQ's: x passes the gradient inside the range only; the scale gets round(v) - v
+    inside and the saturated code outside, times d scale / d clip = absmax / qmax."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 128, generator=g) * 2 + (3 if fmt == "uint4" else 0)
+    x = x.clamp_min(0) if fmt == "uint4" else x
+    x.requires_grad_(True)
+    clip = torch.tensor([0.7, 0.9], requires_grad=True)
+    upstream = torch.randn(6, 128, generator=g)
+    out = F.fake_quantize(x, fmt, 64, clip)
+    assert torch.equal(out.detach(), F.dequantize(F.quantize(x.detach(), fmt, 64, clip.detach().unsqueeze(-1))))
+    (out * upstream).sum().backward()
+
+    xg, ug = x.detach().reshape(6, 2, 64), upstream.reshape(6, 2, 64)
+    amax = xg.abs().amax(-1, keepdim=True)
+    scale = (clip.detach().unsqueeze(-1) * amax / F.INT_QMAX[fmt]).to(torch.bfloat16).float()
+    v = xg / scale
+    lo, hi = F.INT_RANGE[fmt]
+    inside = (v.round() >= lo) & (v.round() <= hi)
+    d_scale = torch.where(inside, v.round() - v, v.round().clamp(lo, hi))
+    expected_clip = (ug * d_scale * amax / F.INT_QMAX[fmt]).sum((0, 2))
+    assert inside.float().mean() < 0.99  # the clip saturates some values
+    assert torch.allclose(x.grad, upstream * inside.reshape(6, 128), atol=1e-6)  # x / scale * scale rounds
+    assert relative_error(clip.grad, expected_clip) < 1e-4
 
 
 def test_shrink_search_never_worse_than_full_range():

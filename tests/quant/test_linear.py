@@ -31,15 +31,24 @@ def quantized(module, x, overrides, activation=None):
     return SVDQuantLinear.from_float(module, fit), x
 
 
+def with_clip(layer: SVDQuantLinear, seed: int = 0) -> SVDQuantLinear:
+    """The layer with a random activation clip in [0.6, 1) per group, as training learns one."""
+    layer.set_act_clip(torch.rand(layer.spec.act_groups, generator=torch.Generator().manual_seed(seed)) * 0.4 + 0.6)
+    return layer
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("kind", ["linear", "conv3x3"])
-def test_fake_and_integer_forward_agree(case, kind):
+@pytest.mark.parametrize("clip", [False, True], ids=["", "clip"])
+def test_fake_and_integer_forward_agree(case, kind, clip):
     torch.manual_seed(0)
     if kind == "linear":
         module, x = nn.Linear(128, 96), torch.randn(2, 40, 128)
     else:
         module, x = nn.Conv2d(64, 48, 3, padding=1, stride=2), torch.randn(2, 64, 9, 9)
     layer, x = quantized(module, x, *CASES[case])
+    if clip:
+        with_clip(layer)
     with torch.no_grad():
         fake = layer(x)
         integer = set_backend(layer, "reference")(x)

@@ -83,6 +83,42 @@ def test_only_adapter_weights_train():
     assert all(p.grad is None for n, p in model.named_parameters() if not p.requires_grad)
 
 
+def test_learned_activation_clip_trains_saves_and_merges(tmp_path):
+    """An adapter's activation clips train only when asked (lora.act_clip), change the 4-bit model,
+    save and load with the adapter, and merge into the layers exactly (unmerge restores them)."""
+    model, _, inputs = quantized("flux")
+    attach(model, lora_config(model, rank=4), "style")
+    randomize(model, "style")
+    kw = inputs(seed=5)
+    clips = [n for n, _ in model.named_parameters() if "lora_act_clip" in n]
+    trainable_parameters(model)
+    assert clips and not any("lora_act_clip" in n for n, p in model.named_parameters() if p.requires_grad)
+    unclipped = run(model, kw)
+    trainable_parameters(model, act_clip=True)
+    model(**kw, return_dict=False)[0].pow(2).mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if "lora_act_clip" in n}
+    assert set(grads) == set(clips) and sum(bool(g.abs().sum() > 0) for g in grads.values()) > len(clips) // 2
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            layer.lora_act_clip["style"].copy_(torch.rand(layer.lora_act_clip["style"].shape, generator=g) * 0.3 + 0.7)
+    clipped = run(model, kw)
+    assert sqnr_db(unclipped, clipped) < 60  # the clips act on the 4-bit activations
+    save_adapter(model, tmp_path / "adapter", "style")
+    fresh, _, _ = quantized("flux")
+    load_adapter(fresh, tmp_path / "adapter", "style")
+    assert torch.equal(run(fresh, kw), clipped)
+    g = torch.Generator().manual_seed(0)
+    for layer in lora_layers(fresh).values():
+        x = torch.randn(2, 5, layer.in_features, generator=g)
+        with torch.no_grad():
+            before, _ = layer(x), layer.merge()
+            assert torch.equal(layer.get_base_layer().act_clip, layer.lora_act_clip["style"])
+            assert relative_error(layer(x), before) < 1e-5
+            layer.unmerge()
+            assert layer.get_base_layer().act_clip is None and not layer.get_base_layer().spec.act_clip
+
+
 def test_save_and_load_adapter(tmp_path):
     model, _, inputs = quantized("flux")
     attach(model, lora_config(model, rank=4), "style")

@@ -23,5 +23,5 @@ def prepare(layer) -> torch.Tensor:
     return layer.residual_weight(torch.float32)
 
 
-def forward(layer, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return layer.fake_forward(x, residual=residual, act=_compiled_fake_act)
+def forward(layer, residual: torch.Tensor, x: torch.Tensor, act_clip: torch.Tensor | None = None) -> torch.Tensor:
+    return layer.fake_forward(x, residual=residual, act=_compiled_fake_act, clip=act_clip)

@@ -16,6 +16,7 @@ class TritonPlan:
     proj_down: torch.Tensor    # (Kp, Rp) fp32
     proj_up: torch.Tensor      # (Rp, N) fp32
     bias: torch.Tensor         # (N,) fp32, minus the shift's contribution
+    no_clip: torch.Tensor      # (groups,) fp32 ones: the activation clip of a call without one
     k_padded: int
     groups: int
     group: int
@@ -45,13 +46,17 @@ def prepare(layer) -> TritonPlan:
     return TritonPlan(
         qweight=t["qweight"], wscales=t["wscales"].float().contiguous(), inv_smooth=(1 / t["smooth"]).contiguous(),
         shift=shift, proj_down=t["proj_down"], proj_up=t["proj_up"][:, :n].contiguous(), bias=bias,
+        no_clip=torch.ones(p["k"] // p["group"], device=shift.device),
         k_padded=p["k"], groups=p["k"] // p["group"], group=p["group"], rank_padded=p["rank"] if s.rank else 0,
         in_features=s.in_features, out_features=n, unsigned=s.activations == "uint4")
 
 
-def forward(plan: TritonPlan, x: torch.Tensor) -> torch.Tensor:
+def forward(plan: TritonPlan, x: torch.Tensor, act_clip: torch.Tensor | None = None) -> torch.Tensor:
     from svdtune.kernels.triton.w4a4 import quantize_activations, w4a4_gemm
 
     rows = x.reshape(-1, plan.in_features).contiguous()
-    q, scales, lora = quantize_activations(rows, plan)
+    clip = plan.no_clip
+    if act_clip is not None:  # padding groups hold zeros: any clip will do there
+        clip = torch.cat([act_clip.float(), plan.no_clip[act_clip.numel():]])
+    q, scales, lora = quantize_activations(rows, plan, clip)
     return w4a4_gemm(q, scales, lora, plan, x.dtype).reshape(*x.shape[:-1], plan.out_features)

@@ -53,7 +53,7 @@ def _unpack(packed, ROWS: tl.constexpr, GROUP: tl.constexpr, SIGNED: tl.constexp
 
 
 @triton.jit
-def _quantize_act_kernel(x_ptr, inv_smooth_ptr, shift_ptr, down_ptr, q_ptr, s_ptr, lora_ptr,
+def _quantize_act_kernel(x_ptr, inv_smooth_ptr, shift_ptr, clip_ptr, down_ptr, q_ptr, s_ptr, lora_ptr,
                          M, K, stride_xm, KP_HALF, GROUPS, RP,
                          GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr,
                          HAS_LORA: tl.constexpr, UNSIGNED: tl.constexpr):
@@ -78,7 +78,7 @@ def _quantize_act_kernel(x_ptr, inv_smooth_ptr, shift_ptr, down_ptr, q_ptr, s_pt
         else:
             qmax = 7.0
             qmin = -8.0
-        scale = tl.maximum(tl.max(tl.abs(xs), axis=1) / qmax, 1e-12)
+        scale = tl.maximum(tl.max(tl.abs(xs), axis=1) * tl.load(clip_ptr + g) / qmax, 1e-12)
         scale = _round_to_bf16(scale)  # the stored (bf16) scale is the one applied
         codes = tl.minimum(tl.maximum(_round_half_even(xs / scale[:, None]), qmin), qmax).to(tl.int8)
         lo, hi = tl.split(tl.reshape(codes, (BLOCK_M, GROUP // 2, 2)))
@@ -134,15 +134,16 @@ def _block_r(rank_padded: int) -> int:
     return triton.next_power_of_2(max(rank_padded, 16))  # tl.arange needs a power of two
 
 
-def quantize_activations(x: torch.Tensor, plan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """x (M, K) -> packed codes (M, Kp / 2) uint8, scales (M, groups) fp32, lora_act (M, Rp) fp32."""
+def quantize_activations(x: torch.Tensor, plan, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """x (M, K), clip (groups,) fp32 -> packed codes (M, Kp / 2) uint8, scales (M, groups) fp32,
+    lora_act (M, Rp) fp32."""
     m = x.shape[0]
     kp, groups, rp = plan.k_padded, plan.groups, plan.rank_padded
     q = torch.empty(m, kp // 2, dtype=torch.uint8, device=x.device)
     s = torch.empty(m, groups, dtype=torch.float32, device=x.device)
     lora = torch.empty(m, max(rp, 1), dtype=torch.float32, device=x.device)
     _quantize_act_kernel[(triton.cdiv(m, BLOCK_M_ACT),)](
-        x, plan.inv_smooth, plan.shift, plan.proj_down, q, s, lora, m, x.shape[1], x.stride(0), kp // 2, groups,
+        x, plan.inv_smooth, plan.shift, clip, plan.proj_down, q, s, lora, m, x.shape[1], x.stride(0), kp // 2, groups,
         max(rp, 1), GROUP=plan.group, BLOCK_M=BLOCK_M_ACT, BLOCK_R=_block_r(rp), HAS_LORA=rp > 0,
         UNSIGNED=plan.unsigned)
     return q, s, lora if rp else None

@@ -7,7 +7,7 @@ from torch import nn
 
 from svdtune.quant.linear import set_backend
 from svdtune.quant.metrics import relative_error, sqnr_db
-from tests.quant.test_linear import CASES, quantized
+from tests.quant.test_linear import CASES, quantized, with_clip
 
 
 def _layer(case, kind, seed=0):
@@ -27,8 +27,11 @@ def _run(layer, backend, x):
 
 @pytest.mark.parametrize("case", ["svdquant-int4", "svdquant-uint4-gelu", "svdquant-uint4-silu", "svdquant-nvfp4"])
 @pytest.mark.parametrize("kind", ["linear", "conv3x3"])
-def test_cpu_exact_matches_reference(case, kind):
+@pytest.mark.parametrize("clip", [False, True], ids=["", "clip"])
+def test_cpu_exact_matches_reference(case, kind, clip):
     _, layer, x = _layer(case, kind)
+    if clip:
+        with_clip(layer)
     assert relative_error(_run(layer, "reference", x), _run(layer, "cpu-exact", x)) < 1e-5
 
 

@@ -1,5 +1,6 @@
 """The Triton W4A4 kernels against the pure-torch reference: 24 random shapes (K, N off the tile
-sizes, ranks 0 to 40, signed and post-GELU unsigned activations). Runs under TRITON_INTERPRET=1
+sizes, ranks 0 to 40, signed and post-GELU unsigned activations, with and without a learned
+activation clip). Runs under TRITON_INTERPRET=1
 on CPU (tests/conftest.py), natively on a GPU."""
 
 import random
@@ -10,7 +11,7 @@ from torch import nn
 
 from svdtune.quant.linear import set_backend
 from svdtune.quant.metrics import relative_error, sqnr_db
-from tests.quant.test_linear import quantized
+from tests.quant.test_linear import quantized, with_clip
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -19,11 +20,11 @@ def shapes(n=24, seed=0):
     rng = random.Random(seed)
     for i in range(n):
         yield dict(m=rng.randint(1, 70), k=64 * rng.randint(1, 4), n=rng.randint(8, 130), rank=rng.choice([0, 4, 8, 40]),
-                   gelu=i % 3 == 2, seed=i)
+                   gelu=i % 3 == 2, clip=i % 2 == 1, seed=i)
 
 
 @pytest.mark.parametrize("case", list(shapes()), ids=lambda c: f"m{c['m']}-k{c['k']}-n{c['n']}-r{c['rank']}"
-                         + ("-uint4" if c["gelu"] else ""))
+                         + ("-uint4" if c["gelu"] else "") + ("-clip" if c["clip"] else ""))
 def test_triton_matches_reference(case):
     torch.manual_seed(case["seed"])
     module = nn.Linear(case["k"], case["n"])
@@ -31,6 +32,8 @@ def test_triton_matches_reference(case):
     layer, x = quantized(module, x, dict(rank=case["rank"]) if case["rank"] else dict(method="smoothquant"),
                          "gelu" if case["gelu"] else None)
     assert layer.spec.activations == ("uint4" if case["gelu"] else "int4")
+    if case["clip"]:
+        with_clip(layer, case["seed"])
     with torch.no_grad():
         reference = set_backend(layer, "reference")(x)
         out = set_backend(layer.to(DEVICE), "triton")(x.to(DEVICE)).cpu()
