@@ -141,7 +141,7 @@ def fold_adapters(model: nn.Module, strengths: dict[str, float]) -> nn.Module:
         for a, strength in strengths.items():
             if a in layer.lora_A:
                 target += strength * layer.get_delta_weight(a).float() * lam  # on smoothed inputs
-                merge_act_clip(base, layer.lora_act_clip[a])
+        merge_act_clip(base, layer.act_clip([a for a in strengths if a in layer.lora_A]))
         residual = F.quantize_weight(target, s.weights, s.group_size, SHRINK_GRID)
         base.qweight.copy_(pack_codes(residual.codes, s.weights))
         base.wscales.copy_(residual.scales)

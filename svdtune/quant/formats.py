@@ -153,15 +153,42 @@ def fake_quantize(x: torch.Tensor, fmt: str, group_size: int, clip: torch.Tensor
         return x + (xq - x).detach()
     if fmt not in INT_QMAX:
         raise ValueError(f"a learned activation clip needs an integer format (int4, uint4, int8), not {fmt!r}")
-    lo, hi = INT_RANGE[fmt]
-    xg = x.float().reshape(*x.shape[:-1], -1, group_of(x.shape[-1], group_size))
-    if fmt == "uint4":
-        xg = xg.clamp_min(0)
-    scale = (clip.float().unsqueeze(-1) * xg.detach().abs().amax(-1, keepdim=True) / INT_QMAX[fmt]).clamp_min(TINY)
-    scale = scale + (scale.to(SCALE_DTYPE).float() - scale).detach()  # the stored bf16 scale, straight through
-    v = xg / scale
-    codes = (v + (v.round() - v).detach()).clamp(lo, hi)
-    return (codes * scale).reshape(x.shape).to(x.dtype)
+    return LearnedClipQuantize.apply(x, clip, fmt, group_size)
+
+
+class LearnedClipQuantize(torch.autograd.Function):
+    """`fake_quantize` with a learned clip. Backward recomputes the codes from the input rather than
+    letting autograd keep the formula's fp32 intermediates: those would hold several copies of
+    every activation until backward (ref-dit training: 1.4x the peak memory)."""
+
+    @staticmethod
+    def _grouped(x: torch.Tensor, fmt: str, group_size: int) -> torch.Tensor:
+        xg = x.float().reshape(*x.shape[:-1], -1, group_of(x.shape[-1], group_size))
+        return xg.clamp_min(0) if fmt == "uint4" else xg
+
+    @staticmethod
+    def forward(ctx, x, clip, fmt, group_size):
+        xg = LearnedClipQuantize._grouped(x, fmt, group_size)
+        amax = xg.abs().amax(-1, keepdim=True)
+        scale = (clip.float().unsqueeze(-1) * amax / INT_QMAX[fmt]).clamp_min(TINY).to(SCALE_DTYPE).float()
+        ctx.save_for_backward(x, scale, amax)
+        ctx.fmt, ctx.group_size = fmt, group_size
+        return ((xg / scale).round().clamp(*INT_RANGE[fmt]) * scale).reshape(x.shape).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, scale, amax = ctx.saved_tensors
+        lo, hi = INT_RANGE[ctx.fmt]
+        xg = LearnedClipQuantize._grouped(x, ctx.fmt, ctx.group_size)
+        v = xg / scale
+        codes = v.round()
+        inside = (codes >= lo) & (codes <= hi)
+        g = grad.float().reshape(xg.shape)
+        passes = inside & (x.reshape(xg.shape) >= 0) if ctx.fmt == "uint4" else inside  # uint4 clamps below 0
+        # LSQ: d out / d scale = round(v) - v inside the range, the bound outside; d scale / d clip = absmax / qmax
+        d_scale = torch.where(inside, codes - v, codes.clamp(lo, hi))
+        d_clip = ((g * d_scale).sum(-1, keepdim=True) * amax / INT_QMAX[ctx.fmt]).reshape(-1, xg.shape[-2]).sum(0)
+        return (g * passes).reshape(x.shape).to(x.dtype), d_clip, None, None
 
 
 def quantize_weight(w: torch.Tensor, fmt: str, group_size: int, shrink_grid=(1.0,),

@@ -11,8 +11,9 @@ Each targeted `SVDQuantLinear` becomes an `SVDQuantLoraLayer`:
 
 with the 4-bit residual, smoothing and branch frozen and A, B trainable in fp32. Each adapter also
 carries an activation clip per channel group (`lora_act_clip`, 1 = none), learned when training
-asks for it (EfficientDM learns its activation quantizers' scales): the active adapters' clips
-multiply and scale each group's 4-bit range. Merging is exact:
+asks for it (EfficientDM learns its activation quantizers' scales): the mean of the active
+adapters' clips scales each group's 4-bit range (adapters learn clips for the same backbone, so
+they are averaged, not compounded; strengths do not scale them). Merging is exact:
 the adapter joins the layer's 16-bit low-rank branch (rank r + r', A multiplied by lambda because
 the branch reads smoothed inputs), which the fused 4-bit kernels compute anyway; nunchaku fuses
 LoRAs the same way. Layers kept 16-bit (a DiT's AdaLN modulation, proj_out) can be adapted too
@@ -65,7 +66,7 @@ class SVDQuantLoraLayer(nn.Module, LoraLayer):
         self.fan_in_fan_out = False
         self._active_adapter = adapter_name
         self._merged_ranks: list[int] = []
-        self._clips_before_merge: list[torch.Tensor | None] = []
+        self._clip_before_merge: torch.Tensor | None = None
         self.lora_act_clip = nn.ParameterDict()
         self.update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config, **kwargs)
 
@@ -75,9 +76,9 @@ class SVDQuantLoraLayer(nn.Module, LoraLayer):
         super().update_layer(adapter_name, *args, **kwargs)
 
     def act_clip(self, adapters: list[str]) -> torch.Tensor | None:
-        """The product of these adapters' activation clips (None when none of them has one)."""
+        """The mean of these adapters' activation clips (None when none of them has one)."""
         clips = [self.lora_act_clip[a] for a in adapters if a in self.lora_act_clip]
-        return torch.stack(clips).prod(0) if len(clips) > 1 else clips[0] if clips else None
+        return torch.stack(clips).mean(0) if len(clips) > 1 else clips[0] if clips else None
 
     def resolve_lora_variant(self, *, config: LoraConfig, **kwargs):
         if config.use_dora or config.lora_bias:
@@ -129,18 +130,21 @@ class SVDQuantLoraLayer(nn.Module, LoraLayer):
                 raise ValueError(f"NaNs in adapter {adapter!r}: not merged")
             set_branch(base, torch.cat([base.down, down]), torch.cat([base.up, up], dim=1))
             self._merged_ranks.append(down.shape[0])
-            self._clips_before_merge.append(base.act_clip)
-            merge_act_clip(base, self.lora_act_clip[adapter])
+            if not self.merged_adapters:
+                self._clip_before_merge = base.act_clip
             self.merged_adapters.append(adapter)
+            base.set_act_clip(self._clip_before_merge)
+            merge_act_clip(base, self.act_clip(self.merged_adapters))
 
     @torch.no_grad()
     def unmerge(self) -> None:
         base: SVDQuantLinear = self.get_base_layer()
+        if self.merged_adapters:
+            base.set_act_clip(self._clip_before_merge)
         while self.merged_adapters:
             self.merged_adapters.pop()
             keep = base.spec.rank - self._merged_ranks.pop()
             set_branch(base, base.down[:keep].clone(), base.up[:, :keep].clone())
-            base.set_act_clip(self._clips_before_merge.pop())
 
     def __repr__(self) -> str:
         return "lora." + super().__repr__()
@@ -151,10 +155,10 @@ def set_branch(layer: SVDQuantLinear, down: torch.Tensor, up: torch.Tensor) -> N
     layer.spec = dataclasses.replace(layer.spec, rank=down.shape[0])
 
 
-def merge_act_clip(layer: SVDQuantLinear, clip: torch.Tensor) -> None:
-    """Multiply an adapter's activation clip into the layer's (a layer gets one only when a clip
-    is not all ones, so layers of adapters that learned none keep their format)."""
-    if (clip != 1).any():
+def merge_act_clip(layer: SVDQuantLinear, clip: torch.Tensor | None) -> None:
+    """Multiply adapters' activation clip into the layer's (a layer gets one only when the clip is
+    not all ones, so layers of adapters that learned none keep their format)."""
+    if clip is not None and (clip != 1).any():
         clip = clip.detach().float()
         layer.set_act_clip(clip if layer.act_clip is None else layer.act_clip * clip)
 
