@@ -6,7 +6,9 @@ The branch is stored acting on the unsmoothed input (the fitted L1 of the smooth
 by lambda per input feature), as the fused kernels and LoRA (A reads x) take it: merging an adapter
 is then a plain concatenation and the export stores `down` as it is.
 
-It holds the smoothing factors (C,), the packed residual codes and scales, and the branch. Its
+It holds the smoothing factors (C,), the packed residual codes and scales, the branch and, when an
+adapter that learned one was merged, an activation clip per channel group (scale = clip * absmax /
+qmax instead of absmax / qmax). Its
 `backend` picks how it runs: "fake" (dequantized weights and fake-quantized activations with
 straight-through rounding, differentiable w.r.t. the input and LoRA on top: the training path) or
 one of the inference kernels of `svdtune.kernels.dispatch` (reference, cpu, ...).
