@@ -85,7 +85,8 @@ def test_only_adapter_weights_train():
 
 def test_learned_activation_clip_trains_saves_and_merges(tmp_path):
     """An adapter's activation clips train only when asked (lora.act_clip), change the 4-bit model,
-    save and load with the adapter, and merge into the layers exactly (unmerge restores them)."""
+    save and load with the adapter, and merge into the layers exactly (unmerge restores them);
+    merged adapters' clips average."""
     model, _, inputs = quantized("flux")
     attach(model, lora_config(model, rank=4), "style")
     randomize(model, "style")
@@ -117,6 +118,11 @@ def test_learned_activation_clip_trains_saves_and_merges(tmp_path):
             assert relative_error(layer(x), before) < 1e-5
             layer.unmerge()
             assert layer.get_base_layer().act_clip is None and not layer.get_base_layer().spec.act_clip
+    attach(fresh, lora_config(fresh, rank=4), "plain")  # learned no clip (ones): several adapters' clips average
+    layer = next(iter(lora_layers(fresh).values()))
+    with torch.no_grad():
+        layer.merge(adapter_names=["style", "plain"])
+        assert torch.allclose(layer.get_base_layer().act_clip, (layer.lora_act_clip["style"] + 1) / 2)
 
 
 def test_save_and_load_adapter(tmp_path):

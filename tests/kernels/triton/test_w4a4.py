@@ -1,7 +1,6 @@
 """The Triton W4A4 kernels against the pure-torch reference: 24 random shapes (K, N off the tile
-sizes, ranks 0 to 40, signed and post-GELU unsigned activations, with and without a learned
-activation clip). Runs under TRITON_INTERPRET=1
-on CPU (tests/conftest.py), natively on a GPU."""
+sizes, ranks 0 to 40, signed and post-GELU unsigned activations, half with a learned activation
+clip). Runs under TRITON_INTERPRET=1 on CPU (tests/conftest.py), natively on a GPU."""
 
 import random
 
