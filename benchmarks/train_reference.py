@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svdtune.config import load_config
+from svdtune.config import atomic_write_text, load_config
 from svdtune.data.build import DataBuildConfig, run_data_build
 from svdtune.eval.world_bench import alignment, prompt_suite
 from svdtune.generate import generate_images
@@ -160,8 +160,13 @@ def main():
     args = p.parse_args()
     evaluator = load_evaluator()
     results = {m: run_model(m, args, evaluator) for m in args.models}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
+    # One file for every invocation on this --out: a later `--parts init` keeps the recovery figures.
+    path = Path(args.out) / "results.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    for model, r in results.items():
+        merged.setdefault(model, {}).update(r)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(merged, indent=1))
     for model, r in results.items():
         if "recovery" in r:
             print(f"\n## {model}: recovery ({2 * args.n} plain prompts, {args.steps} distillation steps, LoftQ init)\n")

@@ -168,18 +168,17 @@ class LearnedClipQuantize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, clip, fmt, group_size):
-        xg = LearnedClipQuantize._grouped(x, fmt, group_size)
-        amax = xg.abs().amax(-1, keepdim=True)
-        scale = (clip.float().unsqueeze(-1) * amax / INT_QMAX[fmt]).clamp_min(TINY).to(SCALE_DTYPE).float()
-        ctx.save_for_backward(x, scale, amax)
+        q = quantize(x, fmt, group_size, clip.float().unsqueeze(-1))
+        ctx.save_for_backward(x, q.scales)
         ctx.fmt, ctx.group_size = fmt, group_size
-        return ((xg / scale).round().clamp(*INT_RANGE[fmt]) * scale).reshape(x.shape).to(x.dtype)
+        return dequantize(q).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        x, scale, amax = ctx.saved_tensors
-        lo, hi = INT_RANGE[ctx.fmt]
+        x, scales = ctx.saved_tensors
         xg = LearnedClipQuantize._grouped(x, ctx.fmt, ctx.group_size)
+        amax, scale = xg.abs().amax(-1, keepdim=True), scales.float().unsqueeze(-1)
+        lo, hi = INT_RANGE[ctx.fmt]
         v = xg / scale
         codes = v.round()
         inside = (codes >= lo) & (codes <= hi)
