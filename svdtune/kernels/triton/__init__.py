@@ -36,6 +36,7 @@ def prepare(layer) -> TritonPlan:
     from svdtune.kernels.format import pack_layer, padded_sizes
 
     s, p = layer.spec, padded_sizes(layer.spec)
+    groups = p["k"] // p["group"]
     t = pack_layer(layer, torch.float32)
     n = s.out_channels
     shift = torch.zeros(p["k"], device=t["smooth"].device)
@@ -46,8 +47,8 @@ def prepare(layer) -> TritonPlan:
     return TritonPlan(
         qweight=t["qweight"], wscales=t["wscales"].float().contiguous(), inv_smooth=(1 / t["smooth"]).contiguous(),
         shift=shift, proj_down=t["proj_down"], proj_up=t["proj_up"][:, :n].contiguous(), bias=bias,
-        no_clip=torch.ones(p["k"] // p["group"], device=shift.device),
-        k_padded=p["k"], groups=p["k"] // p["group"], group=p["group"], rank_padded=p["rank"] if s.rank else 0,
+        no_clip=torch.ones(groups, device=shift.device),
+        k_padded=p["k"], groups=groups, group=p["group"], rank_padded=p["rank"] if s.rank else 0,
         in_features=s.in_features, out_features=n, unsigned=s.activations == "uint4")
 
 
