@@ -60,12 +60,16 @@ def nf4_code_book() -> torch.Tensor:
     return get_4bit_type("nf4", device="cpu").float()
 
 
+def grouped(x: torch.Tensor, fmt: str, group: int) -> torch.Tensor:
+    """x in fp32 as (..., groups, group); unsigned formats clamp below 0."""
+    xg = x.float().reshape(*x.shape[:-1], -1, group)
+    return xg.clamp_min(0) if fmt == "uint4" else xg
+
+
 def quantize(x: torch.Tensor, fmt: str, group_size: int, shrink: torch.Tensor | float = 1.0) -> QTensor:
     """Round-to-nearest; `shrink` (scalar or per group, shape (..., groups, 1)) clips the range."""
     group = group_of(x.shape[-1], group_size)
-    xg = x.float().reshape(*x.shape[:-1], -1, group)
-    if fmt == "uint4":
-        xg = xg.clamp_min(0)
+    xg = grouped(x, fmt, group)
     amax = xg.abs().amax(-1, keepdim=True) * shrink
     if fmt in INT_QMAX:
         scale = (amax / INT_QMAX[fmt]).clamp_min(TINY).to(SCALE_DTYPE)
@@ -162,11 +166,6 @@ class LearnedClipQuantize(torch.autograd.Function):
     every activation until backward (ref-dit training: 1.4x the peak memory)."""
 
     @staticmethod
-    def _grouped(x: torch.Tensor, fmt: str, group_size: int) -> torch.Tensor:
-        xg = x.float().reshape(*x.shape[:-1], -1, group_of(x.shape[-1], group_size))
-        return xg.clamp_min(0) if fmt == "uint4" else xg
-
-    @staticmethod
     def forward(ctx, x, clip, fmt, group_size):
         q = quantize(x, fmt, group_size, clip.float().unsqueeze(-1))
         ctx.save_for_backward(x, q.scales)
@@ -176,7 +175,7 @@ class LearnedClipQuantize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, scales = ctx.saved_tensors
-        xg = LearnedClipQuantize._grouped(x, ctx.fmt, ctx.group_size)
+        xg = grouped(x, ctx.fmt, group_of(x.shape[-1], ctx.group_size))
         amax, scale = xg.abs().amax(-1, keepdim=True), scales.float().unsqueeze(-1)
         lo, hi = INT_RANGE[ctx.fmt]
         v = xg / scale
