@@ -14,7 +14,7 @@ class LoraSettings:
     rank: int = 16
     alpha: float | None = None                # None: = rank
     dropout: float = 0.0
-    target: str = DEFAULT_TARGET              # regex over quantized layer names
+    target: str = DEFAULT_TARGET              # regex over quantized layer names ("": none)
     target_16bit: str = ""                    # regex over 16-bit nn.Linear names ("": none), e.g. a DiT's
                                               # AdaLN modulation or proj_out
     init: Literal["zero", "loftq", "loftq-requant"] = "loftq"

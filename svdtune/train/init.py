@@ -24,7 +24,7 @@ from svdtune.quant.config import SHRINK_GRID
 from svdtune.quant.linear import SVDQuantLinear, pack_codes
 from svdtune.quant.quantize import weight_matrix
 from svdtune.quant.svdquant import low_rank
-from svdtune.train.lora import SVDQuantLoraLayer, lora_layers
+from svdtune.train.lora import SVDQuantLoraLayer, all_lora_layers, lora_layers
 
 INITS = ("zero", "loftq", "loftq-requant")
 
@@ -38,8 +38,9 @@ def init_adapter(model: nn.Module, reference: nn.Module | None, adapter: str = "
     if method not in INITS:
         raise UserError(f"adapter init {method!r} is not one of {', '.join(INITS)}")
     layers = lora_layers(model)
-    if not layers:
-        raise UserError("the model has no SVDQuant LoRA layers (attach an adapter first)")
+    if not layers and not all_lora_layers(model):
+        raise UserError("the model has no LoRA layers (attach an adapter first)")
+    # LoRA on 16-bit layers (lora.target_16bit) has no quantization error to start from: peft's zero init
     if reference is None:
         if method != "zero":
             raise UserError(f"init {method!r} needs the 16-bit model the backbone was quantized from")

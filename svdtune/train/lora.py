@@ -173,9 +173,9 @@ def layer_names(model: nn.Module, target: str, kind: type = SVDQuantLinear) -> l
 def lora_config(model: nn.Module, rank: int = 16, alpha: float | None = None, dropout: float = 0.0,
                 target: str = DEFAULT_TARGET, target_16bit: str = "") -> LoraConfig:
     """A peft LoraConfig on the model's quantized layers whose names match the regex `target`, and
-    on its 16-bit linear layers matching `target_16bit` ("": none), peft's own LoRA there."""
-    names = layer_names(model, target)
-    if not names:
+    on its 16-bit linear layers matching `target_16bit`, peft's own LoRA there ("": none, for either)."""
+    names = layer_names(model, target) if target else []
+    if target and not names:
         raise UserError(f"no quantized layer matches the LoRA target {target!r} "
                         "(quantize the model first, or widen lora.target)")
     if target_16bit:
@@ -183,6 +183,8 @@ def lora_config(model: nn.Module, rank: int = 16, alpha: float | None = None, dr
         if not extra:
             raise UserError(f"no 16-bit linear layer matches lora.target_16bit {target_16bit!r}")
         names += extra
+    if not names:
+        raise UserError("lora.target and lora.target_16bit are both empty: the adapter has no layer")
     config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=dropout,
                         target_modules=names, init_lora_weights=True)
     return register(config)

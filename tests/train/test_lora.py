@@ -166,6 +166,18 @@ def test_16_bit_layers_take_peft_lora_beside_the_quantized_ones(tmp_path):
     assert torch.equal(run(fresh, kw), expected)
 
 
+def test_an_adapter_on_16_bit_layers_only():
+    """lora.target "" leaves the quantized layers alone: only the AdaLN modulation is adapted,
+    LoftQ init accepts it (B = 0), and an adapter with no layer at all is refused."""
+    model, reference, _ = quantized("sd3")
+    with pytest.raises(UserError, match="both empty"):
+        lora_config(model, rank=4, target="")
+    attach(model, lora_config(model, rank=4, target="", target_16bit=r"norm1\.linear$"))
+    assert not lora_layers(model) and all_lora_layers(model)
+    assert init_adapter(model, reference, method="loftq") == {}
+    assert all(torch.all(m.lora_B["default"].weight == 0) for m in all_lora_layers(model).values())
+
+
 @pytest.mark.parametrize("name", ["unet-sd15", "pixart"])
 def test_loftq_init_moves_the_model_towards_16_bit(name):
     """LoftQ starts closer to the 16-bit weights than zero init, and so closer in output when
