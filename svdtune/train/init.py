@@ -38,7 +38,7 @@ def init_adapter(model: nn.Module, reference: nn.Module | None, adapter: str = "
     if method not in INITS:
         raise UserError(f"adapter init {method!r} is not one of {', '.join(INITS)}")
     layers = lora_layers(model)
-    if not layers and not all_lora_layers(model):
+    if not all_lora_layers(model):
         raise UserError("the model has no LoRA layers (attach an adapter first)")
     # LoRA on 16-bit layers (lora.target_16bit) has no quantization error to start from: peft's zero init
     if reference is None:
