@@ -1,7 +1,7 @@
 """The adapter trainer's Done-when table on the reference models: recovery, init, domain.
 
     .venv/bin/python benchmarks/train_reference.py [--models ref-unet ref-dit] [--parts recovery init domain]
-        [--steps 400] [--domain-steps 800] [--n 48] [--set lora.rank=32 ...]
+        [--steps 400] [--domain-steps 800] [--style pastel] [--n 48] [--set lora.rank=32 ...]
 
 Per model, every run trains with `svdtune train` on the same quantized backbone and teacher
 trajectories (made by the first run, copied to the others; `--parts domain` alone quantizes its own):
@@ -13,8 +13,8 @@ trajectories (made by the first run, copied to the others; `--parts domain` alon
   init      distillation only from zero init and from LoftQ init: the distillation loss on a fixed
             sample of trajectory points at step 0 and the first step where LoftQ's curve reaches
             zero init's final value;
-  domain    distillation + the diffusion loss (configs/train/<model>-pastel.yaml) on a world style
-            the models never saw (pastel): style accuracy of the W4A4 model before and with the
+  domain    distillation + the diffusion loss (configs/train/<model>-<style>.yaml) on a world style
+            the models never saw (--style, default pastel): style accuracy of the W4A4 model before and with the
             adapter, and attribute alignment (everything but style) against the 16-bit base on the
             same prompts.
 """
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from svdtune.config import atomic_write_text, load_config
+from svdtune.data import world
 from svdtune.data.build import DataBuildConfig, run_data_build
 from svdtune.eval.world_bench import alignment, prompt_suite
 from svdtune.generate import generate_images
@@ -40,7 +41,6 @@ from svdtune.train.config import TrainConfig
 from svdtune.train.lora import load_adapter
 from svdtune.train.recipe import train_adapter
 
-STYLE = {"ref-unet": "pastel", "ref-dit": "pastel"}
 PARTS = ("recovery", "init", "domain")
 ATTRIBUTES = ("shape", "colour", "size", "position")
 
@@ -90,7 +90,7 @@ def first_step_reaching(curve: dict, value: float) -> int | None:
 
 
 def run_model(model: str, args, evaluator) -> dict:
-    root, style = Path(args.out) / model, STYLE[model]
+    root, style = Path(args.out) / model, args.style
     common = [f"steps={args.steps}", f"distill.prompts={args.prompts}", *args.set]
     pipe = load_pipeline(model)
     teacher = denoiser_of(pipe)
@@ -129,7 +129,7 @@ def run_model(model: str, args, evaluator) -> dict:
         domain_steps = args.domain_steps or args.steps
         domain = train(f"{model}-{style}", root / f"domain-{style}-{domain_steps}", donor,
                        [f"steps={domain_steps}", f"distill.prompts={args.prompts}", f"domain.data={data}", *args.set])
-        styled = [p.replace("on a white background", DOMAIN_PHRASE[style]) for p in plain]
+        styled = [p.replace(world.STYLES["plain"], world.STYLES[style]) for p in plain]
         backbone = (donor or domain) / "backbone"
         result["domain"] = {}
         for name, denoiser in (("16-bit", teacher), ("W4A4", quantized(model, backbone)),
@@ -137,10 +137,6 @@ def run_model(model: str, args, evaluator) -> dict:
             a = alignment(evaluator, images(pipe, denoiser, styled, args), styled)
             result["domain"][name] = {"style": a["style"], **{k: a[k] for k in ATTRIBUTES}}
     return result
-
-
-DOMAIN_PHRASE = {"pastel": "in soft pastel colours on a cream background",
-                 "neon": "as glowing neon outlines on a black background"}
 
 
 def main():
@@ -154,6 +150,8 @@ def main():
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--domain-scenes", type=int, default=2000)
+    p.add_argument("--style", default="pastel", choices=[s for s in world.STYLES if s != "plain"],
+                   help="the domain run's style (configs/train/<model>-<style>.yaml)")
     p.add_argument("--out", default="runs/bench/train")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every training run (e.g. lora.rank=32)")
@@ -184,7 +182,7 @@ def main():
                   f"{i['loftq_start']:.3e}; zero init ends at {i['zero_final']:.3e} after {args.steps} steps, LoftQ "
                   f"reaches that at step {i['loftq_reaches_zero_final_at']}.")
         if "domain" in r:
-            print(f"\n## {model}: domain ({STYLE[model]}, a style the model never saw; "
+            print(f"\n## {model}: domain ({args.style}, a style the model never saw; "
                   f"{args.domain_steps or args.steps} steps of distillation + the diffusion loss; {2 * args.n} prompts)\n")
             print("| | style | " + " | ".join(ATTRIBUTES) + " |\n|---|---:|" + "---:|" * len(ATTRIBUTES))
             for name, v in r["domain"].items():
