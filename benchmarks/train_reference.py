@@ -14,9 +14,9 @@ trajectories (made by the first run, copied to the others; `--parts domain` alon
             sample of trajectory points at step 0 and the first step where LoftQ's curve reaches
             zero init's final value;
   domain    distillation + the diffusion loss (configs/train/<model>-<style>.yaml) on a world style
-            the models never saw (--style, default pastel): style accuracy of the W4A4 model before and with the
-            adapter, and attribute alignment (everything but style) against the 16-bit base on the
-            same prompts.
+            the models never saw (--style, default pastel): style accuracy of the W4A4 model before
+            and with the adapter, and attribute alignment (everything but style) against the 16-bit
+            base on the same prompts.
 """
 
 import argparse
