@@ -3,7 +3,8 @@
 Forward pre-hooks on the denoiser's layers see every denoising step and both CFG branches (the
 pipelines batch them). Per layer they keep the running per-channel max |x|, the minimum, and a
 fixed-size reservoir sample of input rows (im2col rows for convolutions) for the error objective.
-Memory is bounded by `sample_tokens` x K per layer, never by the trajectory length.
+Memory is bounded by `sample_tokens` x K per layer (plus a K x K fp32 Gram per layer for GPTQ),
+never by the trajectory length.
 """
 
 from __future__ import annotations
@@ -76,7 +77,13 @@ class _Recorder:
         self.seen += m
         if not len(take):
             return
-        rows = (every[take] if every is not None else input_rows(module, x, take)).half().cpu()
+        # fp16 keeps 3 more mantissa bits than bf16 but overflows past 65504, which activation
+        # outliers can reach: such a layer (and a bf16 model) keeps its sample in bf16.
+        wide = x.dtype == torch.bfloat16 or self.absmax.max() >= torch.finfo(torch.float16).max
+        rows = (every[take] if every is not None else input_rows(module, x, take)).to(
+            torch.bfloat16 if wide else torch.float16).cpu()
+        if self.sample is not None and self.sample.dtype != rows.dtype:
+            self.sample = self.sample.to(rows.dtype)  # fp16 -> bf16 loses no range
         new = rows[:fill]
         self.sample = new if self.sample is None else torch.cat([self.sample, new])
         for slot, row in zip(j[keep].tolist(), rows[fill:]):  # in order: later rows win a slot

@@ -60,8 +60,11 @@ def select_layers(model: nn.Module, cfg: QuantConfig) -> tuple[dict[str, nn.Modu
         if layer_cfg is None:
             continue
         group = layer_cfg.group_size or channels
-        if channels % group or group % 2:
+        if channels % group:
             skipped[name] = f"{channels} input channels are not a multiple of the group size {group}"
+            continue
+        if group % 2 and layer_cfg.weights != "int8":
+            skipped[name] = f"its group of {group} channels is odd: 4-bit codes are packed two to a byte"
             continue
         layers[name] = m
     return layers, skipped

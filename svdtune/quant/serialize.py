@@ -105,7 +105,10 @@ def install_shells(model: nn.Module, manifest: dict, path: Path) -> dict[str, La
     dtype = next(model.parameters()).dtype
     specs = {}
     for name, raw in manifest["layers"].items():
-        spec = specs[name] = LayerSpec.from_dict(raw)
+        try:
+            spec = specs[name] = LayerSpec.from_dict(raw)
+        except (TypeError, ValueError) as e:  # unknown or missing fields, a bad format name
+            raise UserError(f"{path}: layer {name!r} has an unreadable spec in the manifest ({e})") from None
         try:
             current = model.get_submodule(name)
         except AttributeError:

@@ -109,7 +109,7 @@ def fit_layer(w: torch.Tensor, x: torch.Tensor, absmax: torch.Tensor, input_min:
             h = gram.to(w.device, torch.float32) if gram is not None else x.T @ x / len(x)  # (x: a sample)
             h = h / (lam_k[:, None] * lam_k[None, :]) if lam is not None else h
         best = None
-        for _ in range(iters):
+        for i in range(iters):
             target = w_s - up @ down if down is not None else w_s
             if gptq:
                 residual = gptq_quantize(target, h, cfg.weights, g, shrink)
@@ -120,7 +120,7 @@ def fit_layer(w: torch.Tensor, x: torch.Tensor, absmax: torch.Tensor, input_min:
             if best is not None and err >= best[0]:
                 break
             best = (err, lam, residual, down, up)
-            if down is None:
+            if down is None or i == iters - 1:  # no refit whose result nobody reads
                 break
             down, up = low_rank(w_s - dq, down.shape[0])
         return best

@@ -23,6 +23,21 @@ def test_recording_keeps_exact_max_and_a_bounded_sample():
     assert (torch.cdist(stats.sample.float(), everything[150:]).min(1).values < 1e-2).sum() > 32
 
 
+def test_outliers_past_fp16_keep_the_sample_finite():
+    """An fp32 layer whose inputs reach past fp16's 65504 keeps its sample in bf16: inf rows would
+    make every smoothing candidate's error NaN."""
+    layer = nn.Linear(16, 8)
+    batches = [torch.randn(40, 16) for _ in range(3)]
+    batches[1][5, 3] = 1e5
+    with Recording({"fc": layer}, sample_tokens=64) as rec:
+        for b in batches:
+            layer(b)
+    sample = rec.stats()["fc"].sample
+    assert sample.dtype == torch.bfloat16 and torch.isfinite(sample).all()
+    everything = torch.cat(batches)
+    assert (torch.cdist(sample.float(), everything).min(1).values / everything.norm(dim=1).max() < 1e-2).all()
+
+
 def test_recording_sums_every_rows_gram_for_gptq():
     conv = nn.Conv2d(3, 5, 3, padding=1)
     batches = [torch.randn(2, 3, 6, 6) for _ in range(3)]

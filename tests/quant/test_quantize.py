@@ -10,7 +10,7 @@ from svdtune.errors import UserError
 from svdtune.quant.config import QuantConfig
 from svdtune.quant.linear import SVDQuantLinear
 from svdtune.quant.metrics import sqnr_db
-from svdtune.quant.quantize import quantize
+from svdtune.quant.quantize import quantize, select_layers
 from svdtune.quant.serialize import MANIFEST, load_quantized, save_quantized
 from tests.quant.tiny_models import BUILDERS, FAST, build, calibrated
 
@@ -59,6 +59,13 @@ def test_loading_into_a_different_model_names_the_layer(tmp_path):
     other, _ = build("sd3")
     with pytest.raises(UserError, match=r"layer 'transformer_blocks.0.attn1.to_q'|no layer 'transformer_blocks.0.attn1"):
         load_quantized(tmp_path, other)
+    # a hand-edited manifest: the layer whose spec cannot be read is named
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    name = next(iter(manifest["layers"]))
+    manifest["layers"][name]["group"] = manifest["layers"][name].pop("group_size")
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=f"layer {name!r} has an unreadable spec"):
+        load_quantized(tmp_path, build("pixart")[0])
 
 
 def test_method_ordering_on_a_model():
@@ -137,3 +144,14 @@ def test_bad_configs_are_named(override, message):
 
     with pytest.raises(ConfigError, match=message):
         load_config(QuantConfig, None, override.split())
+
+
+def test_layers_left_16_bit_say_why():
+    model = torch.nn.Sequential(torch.nn.Linear(128, 8), torch.nn.Linear(8, 77), torch.nn.Linear(77, 8))
+    _, skipped = select_layers(model, QuantConfig(include=[".*"], exclude=[]).resolved())
+    assert skipped == {"1": "8 input channels are not a multiple of the group size 64",
+                       "2": "77 input channels are not a multiple of the group size 64"}
+    _, skipped = select_layers(model, QuantConfig(include=[".*"], exclude=[], group_size=0).resolved())
+    assert skipped == {"2": "its group of 77 channels is odd: 4-bit codes are packed two to a byte"}
+    layers, skipped = select_layers(model, QuantConfig(include=[".*"], exclude=[], method="w8a8").resolved())
+    assert set(layers) == {"0", "1", "2"} and not skipped  # int8 codes are not packed
