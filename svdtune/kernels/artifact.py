@@ -22,7 +22,7 @@ from svdtune.errors import UserError
 from svdtune.kernels.format import (KEYS, RANK_MULTIPLE, TILE, pack_layer, packed_shapes, padded_sizes,
                                     unpack_layer)
 from svdtune.quant.linear import SVDQuantLinear
-from svdtune.quant.serialize import build_model, install_shells, load_state, read_manifest
+from svdtune.quant.serialize import build_model, install_shells, load_state, model_config, read_manifest, untied
 
 FORMAT = "svdtune-svdq"
 VERSION = 1
@@ -53,12 +53,12 @@ def save_svdq(model: nn.Module, directory: str | Path, dtype: str = "auto", extr
             tensors[key] = value.to(torch_dtype) if value.is_floating_point() else value
     manifest = {
         "format": FORMAT, "format_version": VERSION, "dtype": dtype, "tile": TILE, "rank_multiple": RANK_MULTIPLE,
-        "model_class": type(model).__name__, "model_config": dict(getattr(model, "config", {})),
+        "model_class": type(model).__name__, "model_config": model_config(model),
         "layers": {n: dataclasses.asdict(m.spec) for n, m in layers.items()},
         "padded": {n: padded_sizes(m.spec) for n, m in layers.items()},
         **(extra or {}),
     }
-    atomic_save_file(tensors, directory / WEIGHTS, {"format": FORMAT})
+    atomic_save_file(untied(tensors), directory / WEIGHTS, {"format": FORMAT})
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1, default=list))
     return directory
 

@@ -27,8 +27,14 @@ class TritonPlan:
 
 
 def supports(layer) -> bool:
+    """INT4 linear layers whose group is a power of two of at least 16 (the kernels' tl.arange over a
+    group, and tl.dot's smallest K); the dispatcher runs the others on the exact path."""
+    from svdtune.quant.formats import group_of
+
     s = layer.spec
-    return s.kernel_size is None and s.weights == "int4" and s.activations in ("int4", "uint4")
+    group = group_of(s.in_channels, s.group_size)
+    return (s.kernel_size is None and s.weights == "int4" and s.activations in ("int4", "uint4")
+            and group >= 16 and group & (group - 1) == 0)
 
 
 @torch.no_grad()

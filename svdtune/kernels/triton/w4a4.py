@@ -1,7 +1,7 @@
-"""Triton kernels for SVDQuant W4A4 linear layers (INT4, groups of 64 or any group in the spec).
+"""Triton kernels for SVDQuant W4A4 linear layers (INT4, groups of 64 or any power of two >= 16).
 
 1. `quantize_activations`: one pass over x (M, K) that computes the branch's down-projection
-   x @ proj_down (unsmoothed x, fp32 accumulation), divides x by the smoothing, quantizes each
+   x @ proj_down (unsmoothed x, fp32 accumulation), multiplies x by 1 / smoothing, quantizes each
    group of features per token to 4 bits (round half to even, like torch) with a bf16 scale, and
    packs two codes per byte (element 2i in the low nibble).
 2. `w4a4_gemm`: packed 4-bit activations x packed 4-bit weights. Each K group is one int8 x int8

@@ -39,9 +39,17 @@ def test_triton_matches_reference(case):
     assert relative_error(reference, out) < 1e-2 and sqnr_db(reference, out) >= 30
 
 
-def test_unsupported_layers_fall_back_to_the_exact_path():
+@pytest.mark.parametrize("make, x, overrides", [
+    (lambda: nn.Conv2d(64, 32, 3, padding=1), torch.randn(1, 64, 6, 6), dict(rank=4)),
+    (lambda: nn.Linear(48, 32), torch.randn(5, 48), dict(rank=4, group_size=0)),  # one group of 48: not a power of 2
+    (lambda: nn.Linear(64, 32), torch.randn(5, 64), dict(rank=4, group_size=8)),  # below tl.dot's smallest K
+], ids=["conv3x3", "group48", "group8"])
+def test_unsupported_layers_fall_back_to_the_exact_path(make, x, overrides):
+    from svdtune.kernels import triton as triton_kernels
+
     torch.manual_seed(0)
-    layer, x = quantized(nn.Conv2d(64, 32, 3, padding=1), torch.randn(1, 64, 6, 6), dict(rank=4))
+    layer, x = quantized(make(), x, overrides)
+    assert not triton_kernels.supports(layer)
     with torch.no_grad():
         reference = set_backend(layer, "reference")(x)
         out = set_backend(layer, "triton")(x)
