@@ -29,8 +29,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from svdtune.quant.calibrate import Recording
 from svdtune.quant.config import ADALN_W4A16, QuantConfig
 from svdtune.quant.quantize import quantize, select_layers
-from svdtune.train.lora import DEFAULT_TARGET, attach, lora_config
-from svdtune.train.student import trainable_parameters
+from svdtune.train.lora import DEFAULT_TARGET, attach, lora_config, trainable_parameters
 
 HIDDEN, HEADS, TEXT_TOKENS = 1024, 16, 77
 # The AdaLN modulation (a third of an MMDiT's weights) stays 16-bit in "w4a4", 4-bit weight-only in

@@ -40,8 +40,11 @@ def save_training_state(directory: str | os.PathLike, step: int, modules: dict[s
 
 def load_training_state(directory: str | os.PathLike, modules: dict[str, torch.nn.Module],
                         stateful: dict[str, object] | None = None) -> int:
-    """Restore a checkpoint written by save_training_state; returns its step (0 if none)."""
+    """Restore a checkpoint written by save_training_state; returns its step (0 if none). A run
+    killed between save_training_state's two renames left only `<directory>.old`: that one is read."""
     directory = Path(directory)
+    if not (directory / "state.json").is_file():
+        directory = directory.with_name(directory.name + ".old")
     meta = directory / "state.json"
     if not meta.is_file():
         return 0
@@ -72,5 +75,8 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
 
 
 def prune_checkpoints(root: str | os.PathLike, keep: int) -> None:
-    for old in list_checkpoints(root)[:-keep]:
+    """Keep the newest `keep` checkpoints; drop the others and what a killed save left (`.tmp`).
+    Called after a save's rename, when no save is in progress."""
+    stale = [p for p in Path(root).glob(f"{CHECKPOINT_PREFIX}*.tmp") if p.is_dir()]
+    for old in list_checkpoints(root)[:-keep] + stale:
         shutil.rmtree(old, ignore_errors=True)

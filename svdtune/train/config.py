@@ -118,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"domain.caption_dropout must be in [0, 1), got {self.domain.caption_dropout}")
         if self.domain.foreground_boost < 0:
             raise ValueError(f"domain.foreground_boost must be >= 0, got {self.domain.foreground_boost}")
+        if self.validation.loss_samples <= 0:
+            raise ValueError(f"validation.loss_samples must be positive, got {self.validation.loss_samples}")
         if self.lora.rank <= 0:
             raise ValueError(f"lora.rank must be positive, got {self.lora.rank}")
         if not 0 < self.lora.act_clip_init <= 1 or self.lora.act_clip_lr < 0:

@@ -61,8 +61,11 @@ def make_accelerator(cfg, out: Path):
         if not Path(cfg.deepspeed).is_file():
             raise UserError(f"deepspeed config {cfg.deepspeed!r} does not exist")
         deepspeed = DeepSpeedPlugin(hf_ds_config=cfg.deepspeed, gradient_accumulation_steps=cfg.grad_accum)
+    # The LR schedule steps once per optimizer step, whatever the process count (accelerate's default
+    # steps it once per process), so a run can resume on another number of processes.
     return Accelerator(mixed_precision=cfg.mixed_precision, log_with=log_with, project_dir=str(out),
-                       kwargs_handlers=handlers, cpu=cfg.device == "cpu", deepspeed_plugin=deepspeed)
+                       kwargs_handlers=handlers, cpu=cfg.device == "cpu", deepspeed_plugin=deepspeed,
+                       step_scheduler_with_optimizer=False)
 
 
 def tracker_kwargs(cfg, out: Path) -> dict:

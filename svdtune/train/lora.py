@@ -7,15 +7,15 @@
 
 Each targeted `SVDQuantLinear` becomes an `SVDQuantLoraLayer`:
 
-    y = W4A4(x) + (x / lambda) down^T up^T + dropout(x) A^T B^T * alpha / r'
+    y = W4A4(x) + x down^T up^T + dropout(x) A^T B^T * alpha / r'
 
 with the 4-bit residual, smoothing and branch frozen and A, B trainable in fp32. Each adapter also
 carries an activation clip per channel group (`lora_act_clip`, 1 = none), learned when training
 asks for it (EfficientDM learns its activation quantizers' scales): the mean of the active
 adapters' clips scales each group's 4-bit range (adapters learn clips for the same backbone, so
 they are averaged, not compounded; strengths do not scale them). Merging is exact:
-the adapter joins the layer's 16-bit low-rank branch (rank r + r', A multiplied by lambda because
-the branch reads smoothed inputs), which the fused 4-bit kernels compute anyway; nunchaku fuses
+the adapter joins the layer's 16-bit low-rank branch (rank r + r'; both read the unsmoothed x, so A
+is appended as it is), which the fused 4-bit kernels compute anyway; nunchaku fuses
 LoRAs the same way. Layers kept 16-bit (a DiT's AdaLN modulation, proj_out) can be adapted too
 (`target_16bit`): they get peft's own LoRA and merge into their weights.
 """
@@ -212,6 +212,16 @@ def lora_layers(model: nn.Module) -> dict[str, SVDQuantLoraLayer]:
 def all_lora_layers(model: nn.Module) -> dict[str, LoraLayer]:
     """Every adapted layer: on the 4-bit backbone and on 16-bit linear layers (`lora.target_16bit`)."""
     return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+
+
+def trainable_parameters(model: nn.Module, act_clip: bool = False) -> list[nn.Parameter]:
+    """Freeze everything but the adapter (its activation clips too unless `act_clip`)."""
+    model.requires_grad_(False)
+    params = [p for name, p in model.named_parameters()
+              if "lora_" in name and (act_clip or "lora_act_clip" not in name)]
+    for p in params:
+        p.requires_grad_(True)
+    return params
 
 
 def adapter_state(model: nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:

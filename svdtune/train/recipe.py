@@ -33,11 +33,11 @@ from svdtune.quant.calibrate import caption_prompts
 from svdtune.quant.quantize import denoiser_of, is_world_pipeline
 from svdtune.train.config import TrainConfig
 from svdtune.train.domain_data import DomainData, build_domain_data, captions_of, load_subset
-from svdtune.train.lora import save_adapter
+from svdtune.train.lora import save_adapter, trainable_parameters
 from svdtune.train.loop import (append_history, make_accelerator, make_optimizer, own_rows, peak_memory_mib,
                                 register_adapter_hooks, resume, save_checkpoint, tracker_kwargs)
 from svdtune.train.objectives import NoiseSchedule, denoising_loss, distillation_loss
-from svdtune.train.student import build_student, optimizer_groups, trainable_parameters
+from svdtune.train.student import build_student, optimizer_groups
 from svdtune.train.trajectories import Trajectories, record_trajectories
 from svdtune.train.validation import validate
 
@@ -64,11 +64,13 @@ def train_adapter(cfg: TrainConfig) -> Path:
         trajectories = cached(out / "cache" / "trajectories.safetensors", Trajectories.load,
                               lambda: record_trajectories(teacher, prompts, cfg.distill.steps,
                                                           cfg.distill.guidance, cfg.seed, cfg.distill.batch_size,
-                                                          cfg.model), acc)
+                                                          cfg.model), acc,
+                              {"model": cfg.model, "prompts": len(prompts), "steps": cfg.distill.steps,
+                               "guidance": cfg.distill.guidance, "seed": cfg.seed})
     if cfg.domain.weight:
         domain = cached(out / "cache" / "domain.safetensors", DomainData.load,
                         lambda: build_domain_data(teacher, cfg.domain.data, cfg.domain.caption, cfg.domain.max_images),
-                        acc)
+                        acc, {"source": str(cfg.domain.data), "caption": cfg.domain.caption})
         if cfg.domain.foreground_boost and "foreground" not in domain.tensors:
             raise UserError(f"{out / 'cache' / 'domain.safetensors'} has no foreground maps (made before they "
                             "were cached), which domain.foreground_boost needs: delete it to rebuild it")
@@ -79,11 +81,10 @@ def train_adapter(cfg: TrainConfig) -> Path:
     setattr(teacher, denoiser_attr(teacher), None)
     params = trainable_parameters(student, cfg.lora.act_clip)
     optimizer = make_optimizer(optimizer_groups(student, params, cfg), cfg)
-    # accelerate steps a prepared scheduler once per process per optimizer step: scale its length.
     from diffusers.optimization import get_scheduler
 
-    lr_schedule = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=cfg.optim.warmup * acc.num_processes,
-                                num_training_steps=cfg.steps * acc.num_processes)
+    lr_schedule = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=cfg.optim.warmup,
+                                num_training_steps=cfg.steps)
     ema = None
     if cfg.ema_decay:
         from diffusers.training_utils import EMAModel
@@ -94,6 +95,8 @@ def train_adapter(cfg: TrainConfig) -> Path:
     register_adapter_hooks(acc, cfg.adapter_name, ema)
     acc.init_trackers("svdtune", config=to_dict(cfg), init_kwargs=tracker_kwargs(cfg, out))
     start = resume(acc, cfg, out)
+    if ema is not None:  # the load hook restored the shadow weights; the decay's warm-up goes on from here
+        ema.optimization_step = start
     if main and start == 0:
         (out / "history.jsonl").unlink(missing_ok=True)
     fixed_loss = lambda: fixed_distill_loss(student, trajectories, cfg.validation.loss_samples, acc.device)  # noqa: E731
@@ -154,12 +157,18 @@ def train_adapter(cfg: TrainConfig) -> Path:
 
 # ---------------------------------------------------------------- set-up
 
-def cached(path: Path, load, make, acc):
-    """Load `path`, or make it on the main process (the others wait) and save it first."""
+def cached(path: Path, load, make, acc, made_with: dict):
+    """Load `path`, or make it on the main process (the others wait) and save it first. A file made
+    with other settings than `made_with` (a resumed run whose config changed) is refused, not reused."""
     if not path.is_file() and acc.is_main_process:
         make().save(path)
     acc.wait_for_everyone()
-    return load(path)
+    data = load(path)
+    for key, wanted in made_with.items():
+        if data.meta.get(key) != wanted:
+            raise UserError(f"{path} was made with {key}={data.meta.get(key)!r}, but this run asks for {wanted!r}: "
+                            "delete it to rebuild it, or run in a new output_dir")
+    return data
 
 
 def distill_prompts(cfg: TrainConfig, teacher) -> list[str]:
@@ -174,6 +183,8 @@ def distill_prompts(cfg: TrainConfig, teacher) -> list[str]:
     world = is_world_pipeline(teacher)
     if not cfg.distill.prompt_file and not world and cfg.domain.data:
         captions = captions_of(load_subset(cfg.domain.data))
+        if not captions:
+            raise UserError(f"domain.data {cfg.domain.data!r} has no training captions to distil on")
         return [captions[i % len(captions)] for i in range(cfg.distill.prompts)]
     return caption_prompts(cfg.distill.prompts, cfg.distill.prompt_file, world, cfg.seed + 60_000,
                            "distill.prompt_file")
@@ -240,17 +251,20 @@ def run_validation(acc, cfg: TrainConfig, teacher, student, step: int, out: Path
         scores = validate(cfg, teacher, acc.unwrap_model(student), path)
         atomic_write_text(path.with_suffix(".json"), json.dumps(scores, indent=1))
         acc.log({f"validation/{k}": v for k, v in scores.items()}, step=step)
-        image_tracker(acc, path, step)
+        log_validation_image(acc, path, step)
     acc.wait_for_everyone()
     return scores
 
 
-def image_tracker(acc, path: Path, step: int) -> None:
+def log_validation_image(acc, path: Path, step: int) -> None:
     import numpy as np
     from PIL import Image
 
+    image = np.asarray(Image.open(path))[None]  # N, H, W, C
     for tracker in acc.trackers:
-        tracker.log_images({"validation": np.asarray(Image.open(path))[None]}, step=step)
+        # tensorboard's add_images reads N, C, H, W unless told; wandb takes the HWC images as they are
+        extra = {"dataformats": "NHWC"} if tracker.name == "tensorboard" else {}
+        tracker.log_images({"validation": image}, step=step, **extra)
 
 
 def mean(values) -> float | None:

@@ -275,12 +275,14 @@ def train_rewriter(cfg: RewriterTrainConfig) -> Path:
     model = lora_model(model, cfg)
     if cfg.init_adapter:
         start_from(model, cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
     from diffusers.optimization import get_scheduler
 
+    from svdtune.train.lora import save_adapter, trainable_parameters
+
+    params = trainable_parameters(model)  # LoRA A/B only: an SVDQuant base's activation clips stay at 1
     optimizer = make_optimizer(params, cfg)
-    lr_schedule = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=cfg.optim.warmup * acc.num_processes,
-                                num_training_steps=cfg.steps * acc.num_processes)
+    lr_schedule = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=cfg.optim.warmup,
+                                num_training_steps=cfg.steps)
     model, optimizer, lr_schedule = acc.prepare(model, optimizer, lr_schedule)
     model.train()
     register_adapter_hooks(acc, cfg.adapter_name, None)
@@ -319,7 +321,7 @@ def train_rewriter(cfg: RewriterTrainConfig) -> Path:
 
     if main:
         model = acc.unwrap_model(model).eval()
-        model.save_pretrained(str(out / "adapter"), selected_adapters=[cfg.adapter_name])
+        save_adapter(model, out / "adapter", cfg.adapter_name)  # flat (peft nests a non-default name)
         summary = {"base": cfg.base, "base_quant": cfg.base_quant, "steps": cfg.steps, "train_pairs": len(train),
                    "skipped_long_pairs": skipped, "held_out": held_out_scores(cfg, model, tokenizer, acc.device)}
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
@@ -344,7 +346,8 @@ def held_out_scores(cfg: RewriterTrainConfig, model, tokenizer, device) -> dict:
     chats, _ = encode_pairs(pairs, tokenizer, cfg.max_tokens)
     losses = [answer_loss(model, {k: v.to(device) for k, v in collate(chats[i:i + 16], tokenizer.pad_token_id).items()}).item()
               for i in range(0, len(chats), 16)]
-    return {"loss": sum(losses) / len(losses)} | score_rewriter(Rewriter(model, tokenizer, cfg.decoding), pairs)
+    loss = {"loss": sum(losses) / len(losses)} if losses else {}  # empty when no pair fits max_tokens
+    return loss | score_rewriter(Rewriter(model, tokenizer, cfg.decoding), pairs)
 
 
 def export_merged(run: str | Path, out: str | Path) -> Path:

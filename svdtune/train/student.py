@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from svdtune.config import atomic_save_file, atomic_write_text
+from svdtune.errors import UserError
 from svdtune.pipelines import with_denoiser
 from svdtune.quant.quantize import denoiser_of, quantize
 from svdtune.quant.serialize import MANIFEST, load_quantized, save_quantized
@@ -49,11 +50,12 @@ def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait,
     after the init go to init_errors.json)."""
     student = quantized_backbone(cfg, teacher, out, is_main, wait, prompts)
     lora = cfg.lora
+    torch.manual_seed(cfg.seed)  # peft's random A: what zero init does not redraw (16-bit targets, spare rows)
     attach(student, lora_config(student, lora.rank, lora.alpha, lora.dropout, lora.target, lora.target_16bit),
            cfg.adapter_name)
     initial = out / "student-init.safetensors"
     if not initial.is_file() and is_main:
-        torch.manual_seed(cfg.seed)  # A's random init (zero init) is reproducible
+        torch.manual_seed(cfg.seed)  # zero init's random A
         errors = init_adapter(student, denoiser_of(teacher), cfg.adapter_name, cfg.lora.init, cfg.lora.init_iters)
         if lora.act_clip:
             for layer in lora_layers(student).values():
@@ -61,18 +63,13 @@ def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait,
         atomic_write_text(out / "init_errors.json", json.dumps(errors, indent=1))
         atomic_save_file(student.state_dict(), initial)
     wait()
-    student.load_state_dict(load_file(initial))
+    try:
+        student.load_state_dict(load_file(initial))
+    except RuntimeError as e:  # missing, unexpected or resized tensors: made for another lora / quant config
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise UserError(f"{initial} does not fit this run's adapter (lora.rank, lora.target or the backbone changed "
+                        f"since it was made; {first}): delete it to re-initialise, or run in a new output_dir") from None
     return student
-
-
-def trainable_parameters(student: nn.Module, act_clip: bool = False) -> list[nn.Parameter]:
-    """Freeze everything but the adapter (its activation clips too unless `act_clip`)."""
-    student.requires_grad_(False)
-    params = [p for name, p in student.named_parameters()
-              if "lora_" in name and (act_clip or "lora_act_clip" not in name)]
-    for p in params:
-        p.requires_grad_(True)
-    return params
 
 
 def optimizer_groups(student: nn.Module, params: list[nn.Parameter], cfg: TrainConfig) -> list[dict]:
@@ -90,7 +87,6 @@ def load_trained(run_dir: str | Path, adapter_name: str | None = None) -> tuple[
     codes the init re-quantized) and its final adapter, attached as `adapter_name` (default: the
     run's own name)."""
     from svdtune.config import load_config
-    from svdtune.errors import UserError
     from svdtune.train.lora import load_adapter
 
     run = Path(run_dir)

@@ -32,8 +32,6 @@ from svdtune.errors import UserError
 from svdtune.pipelines import call_kwargs
 from svdtune.quant.quantize import denoiser_of
 
-KINDS = ("const", "step", "shared")
-
 
 def flatten(values: dict, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, object]]:
     tensors, plain = {}, {}

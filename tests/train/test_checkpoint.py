@@ -1,6 +1,6 @@
 import torch
 
-from svdtune.train.checkpoint import load_training_state, save_training_state
+from svdtune.train.checkpoint import load_training_state, prune_checkpoints, save_training_state
 from svdtune.train.reference.stages import StageConfig, fit, step_rng
 
 
@@ -39,3 +39,21 @@ def test_missing_checkpoint_starts_at_zero_and_saves_atomically(tmp_path):
     save_training_state(tmp_path / "c", 6, {"m": model})
     assert load_training_state(tmp_path / "c", {"m": model}) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+def test_a_save_killed_between_its_renames_resumes_from_the_previous_checkpoint(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    save_training_state(tmp_path / "c", 5, {"m": model})
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    (tmp_path / "c").rename(tmp_path / "c.old")  # what the next save leaves if killed after its first rename
+    with torch.no_grad():
+        model.weight.zero_()
+    assert load_training_state(tmp_path / "c", {"m": model}) == 5
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_pruning_keeps_the_newest_and_drops_what_killed_saves_left(tmp_path):
+    for name in ("step-0000002", "step-0000004.tmp", "step-0000006", "step-0000010", "notes"):
+        (tmp_path / name).mkdir()
+    prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "step-0000006", "step-0000010"]

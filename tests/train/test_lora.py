@@ -9,8 +9,8 @@ from svdtune.errors import UserError
 from svdtune.quant.linear import SVDQuantLinear
 from svdtune.quant.metrics import relative_error, sqnr_db
 from svdtune.train.init import init_adapter
-from svdtune.train.lora import all_lora_layers, attach, load_adapter, lora_config, lora_layers, save_adapter
-from svdtune.train.student import trainable_parameters
+from svdtune.train.lora import (all_lora_layers, attach, load_adapter, lora_config, lora_layers, save_adapter,
+                                 trainable_parameters)
 from tests.quant.tiny_models import quantized
 
 

@@ -57,6 +57,11 @@ def test_train_writes_adapter_checkpoints_and_summary(tiny_family, pastel, tmp_p
     old.save(cache)
     with pytest.raises(UserError, match=r"domain\.safetensors has no foreground maps"):
         train_adapter(config(tiny_family, pastel, tmp_path / "run", "domain.foreground_boost=4", "resume=latest"))
+    # a resumed run whose settings changed is refused what its old settings made, not handed it
+    with pytest.raises(UserError, match=r"trajectories\.safetensors was made with steps=2, but this run asks for 3"):
+        train_adapter(config(tiny_family, pastel, tmp_path / "run", "distill.steps=3", "resume=latest"))
+    with pytest.raises(UserError, match=r"student-init\.safetensors does not fit this run's adapter"):
+        train_adapter(config(tiny_family, pastel, tmp_path / "run", "lora.rank=3", "resume=latest"))
     assert "0" in summary["distill_loss_fixed"] and summary["init_relative_error_mean"] > 0
 
 
@@ -90,9 +95,9 @@ def test_training_options_run_and_resume(tiny_family, pastel, tmp_path):
 
 def test_killed_run_resumes_to_the_uninterrupted_adapter(tiny_family, pastel, tmp_path):
     """kill -9 after the step-4 checkpoint, corrupt the newest checkpoint, `resume=latest`: the run
-    falls back to the previous checkpoint and ends with the uninterrupted run's adapter, bit for
-    bit on the CPU (dropout on, so RNG state is part of what must be restored)."""
-    extra = ["steps=12", "lora.dropout=0.1"]
+    falls back to the previous checkpoint and ends with the uninterrupted run's adapter and EMA, bit
+    for bit on the CPU (dropout on, so RNG state is part of what must be restored)."""
+    extra = ["steps=12", "lora.dropout=0.1", "ema_decay=0.9"]
     full = train_adapter(config(tiny_family, pastel, tmp_path / "full", *extra))
     run = tmp_path / "killed"
     overrides = [f"model={tiny_family[1] / 'ref-unet'}", f"output_dir={run}", f"domain.data={pastel}", *TINY, *extra]
@@ -108,10 +113,11 @@ def test_killed_run_resumes_to_the_uninterrupted_adapter(tiny_family, pastel, tm
     newest = sorted(done)[-1]
     (run / "checkpoints" / newest / "optimizer.bin").write_bytes(b"truncated")
     train_adapter(config(tiny_family, pastel, run, *extra, "resume=latest"))
-    expected = load_file(full / "adapter" / "adapter_model.safetensors")
-    got = load_file(run / "adapter" / "adapter_model.safetensors")
-    assert expected.keys() == got.keys()
-    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    for folder in ("adapter", "adapter-ema"):
+        expected = load_file(full / folder / "adapter_model.safetensors")
+        got = load_file(run / folder / "adapter_model.safetensors")
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected), folder
 
 
 def test_two_processes_match_one_with_the_doubled_batch(tiny_family, pastel, tmp_path):
@@ -143,6 +149,21 @@ def test_two_processes_match_one_with_the_doubled_batch(tiny_family, pastel, tmp
     files = lambda root: {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}  # noqa: E731
     assert files(two) - files(one) == {"checkpoints/step-0000003/random_states_1.pkl"}
 
+    # The LR schedule counts optimizer steps, not processes: resumed on one process, it goes on where it was.
+    cfg = config(tiny_family, pastel, two, *extra, "batch_size=2", "steps=5", "resume=latest")
+    train_adapter(cfg)
+    from diffusers.optimization import get_scheduler
+
+    reference = get_scheduler(cfg.optim.schedule, torch.optim.SGD([torch.zeros(1)], lr=cfg.optim.lr),
+                              num_warmup_steps=cfg.optim.warmup, num_training_steps=cfg.steps)
+    expected = []
+    for _ in range(cfg.steps):
+        reference.step()
+        expected.append(reference.get_last_lr()[0])
+    history = [json.loads(line) for line in (two / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history if "lr" in r][-2:] == [4, 5]
+    assert [r["lr"] for r in history if "lr" in r][-2:] == pytest.approx(expected[3:], rel=1e-5)
+
 
 @pytest.mark.parametrize("path", sorted(Path("configs/train").glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_load_and_say_how_to_run(path):
@@ -154,3 +175,28 @@ def test_shipped_configs_load_and_say_how_to_run(path):
             break
         header.append(line)
     assert any("launch.sh train" in line for line in header)  # the header shows how to run it
+
+
+@pytest.mark.parametrize("tracker", ["tensorboard", "wandb"])
+def test_validation_grids_reach_the_tracker(tracker, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from svdtune.train.loop import make_accelerator, tracker_kwargs
+    from svdtune.train.recipe import log_validation_image
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = load_config(TrainConfig, "configs/train/ref-unet-pastel.yaml", [f"log_with={tracker}", "device=cpu"])
+    acc = make_accelerator(cfg, tmp_path)
+    acc.init_trackers("svdtune", config={}, init_kwargs=tracker_kwargs(cfg, tmp_path))
+    Image.new("RGB", (24, 16), (200, 30, 30)).save(tmp_path / "grid.png")
+    log_validation_image(acc, tmp_path / "grid.png", 7)
+    acc.end_training()
+    if tracker == "tensorboard":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent)).Reload()
+        images = events.Images("validation")
+        assert [(i.step, i.width, i.height) for i in images] == [(7, 24, 16)]
+    else:
+        assert [p.suffix for p in tmp_path.rglob("media/images/validation_*")] == [".png"]

@@ -66,7 +66,8 @@ def test_svdquant_base_trains_the_deployed_model(tiny_llm, world_pairs, tmp_path
     from svdtune.train.lora import SVDQuantLoraLayer
 
     run = train_rewriter(config(tiny_llm, world_pairs, tmp_path / "w4a4", "steps=2", "base_quant=svdquant",
-                                "quant.rank=8", "quant.smooth_alphas=[0.5]", "quant.shrink_grid=[1.0]"))
+                                "quant.rank=8", "quant.smooth_alphas=[0.5]", "quant.shrink_grid=[1.0]",
+                                "adapter_name=world"))  # a named adapter is saved where readers look
     assert (run / "backbone" / "quant_manifest.json").is_file()
     model, tok = load_tuned(run)
     layers = [m for m in model.modules() if isinstance(m, SVDQuantLoraLayer)]
@@ -74,6 +75,8 @@ def test_svdquant_base_trains_the_deployed_model(tiny_llm, world_pairs, tmp_path
     trained = adapter(run)
     loaded = {k: v for k, v in model.state_dict().items() if "lora_" in k}
     assert len(loaded) == len(trained) and all(v.abs().sum() > 0 for k, v in loaded.items() if "lora_B" in k)
+    clips = [v for k, v in trained.items() if "lora_act_clip" in k]
+    assert len(clips) == 14 and all(torch.equal(c, torch.ones_like(c)) for c in clips)  # not asked to learn them
     with pytest.raises(UserError, match="svdquant base"):
         export_merged(run, tmp_path / "merged")
 
