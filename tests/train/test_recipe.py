@@ -154,10 +154,11 @@ def test_two_processes_match_one_with_the_doubled_batch(tiny_family, pastel, tmp
     train_adapter(cfg)
     from diffusers.optimization import get_scheduler
 
-    reference = get_scheduler(cfg.optim.schedule, torch.optim.SGD([torch.zeros(1)], lr=cfg.optim.lr),
-                              num_warmup_steps=cfg.optim.warmup, num_training_steps=cfg.steps)
+    sgd = torch.optim.SGD([torch.zeros(1)], lr=cfg.optim.lr)
+    reference = get_scheduler(cfg.optim.schedule, sgd, num_warmup_steps=cfg.optim.warmup, num_training_steps=cfg.steps)
     expected = []
     for _ in range(cfg.steps):
+        sgd.step()  # no gradient: nothing moves, but the schedule sees the step it expects first
         reference.step()
         expected.append(reference.get_last_lr()[0])
     history = [json.loads(line) for line in (two / "history.jsonl").read_text().splitlines()]
