@@ -20,7 +20,7 @@ from svdtune.config import atomic_save_file, atomic_write_text
 from svdtune.errors import UserError
 from svdtune.pipelines import with_denoiser
 from svdtune.quant.quantize import denoiser_of, quantize
-from svdtune.quant.serialize import MANIFEST, load_quantized, save_quantized
+from svdtune.quant.serialize import MANIFEST, load_quantized, load_state, save_quantized
 from svdtune.train.config import TrainConfig
 from svdtune.train.init import init_adapter
 from svdtune.train.lora import attach, lora_config, lora_layers
@@ -64,9 +64,9 @@ def build_student(cfg: TrainConfig, teacher, out: Path, is_main: bool, wait,
         atomic_save_file(student.state_dict(), initial)
     wait()
     try:
-        student.load_state_dict(load_file(initial))
-    except RuntimeError as e:  # missing, unexpected or resized tensors: made for another lora / quant config
-        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        load_state(student, load_file(initial), initial)
+    except UserError as e:  # missing, unexpected or resized tensors: made for another lora / quant config
+        first = str(e).removeprefix(f"{initial}: ")
         raise UserError(f"{initial} does not fit this run's adapter (lora.rank, lora.target or the backbone changed "
                         f"since it was made; {first}): delete it to re-initialise, or run in a new output_dir") from None
     return student
