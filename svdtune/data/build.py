@@ -118,10 +118,11 @@ def filter_domain(ds: datasets.Dataset, domain: Domain, cfg: DataBuildConfig, co
         dropped(undecided, names, "no keyword match (embeddings off)")
         keep = ~undecided
 
-    order = filtering.id_hash(ds["id"])
+    ids = ds["id"]
+    order = filtering.id_hash(ids, salt="keep:")
     # A world record repeats only as the same scene (same id); its caption may be shared by others.
     distinct = np.array([source_kind(n) in DISTINCT_IMAGES for n in names], bool)
-    keys = [i if d else c for i, d, c in zip(ds["id"], distinct, captions)]
+    keys = [i if d else c for i, d, c in zip(ids, distinct, captions)]
     steps = [("exact duplicate", lambda idx: filtering.exact_duplicates([keys[i] for i in idx]))]
     if vectors is not None and cfg.near_duplicate > 0:
         steps.append((f"near duplicate (cosine >= {cfg.near_duplicate})",
@@ -152,7 +153,7 @@ def filter_domain(ds: datasets.Dataset, domain: Domain, cfg: DataBuildConfig, co
         counts.setdefault(n, Counter()).update(drop[n])
         counts[n]["kept"] = sum(1 for i in idx if names[i] == n)
     subset = ds.select(idx).remove_columns(["decision", "source_name"])
-    is_val = order[idx] < cfg.val_fraction
+    is_val = filtering.id_hash([ids[i] for i in idx]) < cfg.val_fraction
     return datasets.DatasetDict(train=subset.select(np.flatnonzero(~is_val)), val=subset.select(np.flatnonzero(is_val)))
 
 

@@ -99,9 +99,11 @@ def near_duplicates(vectors: np.ndarray, threshold: float, block: int = 2048) ->
     return dup
 
 
-def id_hash(ids: list[str]) -> np.ndarray:
-    """A stable number in [0, 1) per id: the basis of sampling order and of the split."""
-    return np.array([int.from_bytes(hashlib.sha1(i.encode()).digest()[:8], "big") / 2**64 for i in ids])
+def id_hash(ids: list[str], salt: str = "") -> np.ndarray:
+    """A stable number in [0, 1) per id. The split uses the plain hash, which records are kept
+    (duplicates, caps) a salted one: one hash for both would send a capped source's survivors,
+    the lowest hashes, all to the validation split."""
+    return np.array([int.from_bytes(hashlib.sha1((salt + i).encode()).digest()[:8], "big") / 2**64 for i in ids])
 
 
 def balance(sources: list[str], order: np.ndarray, cap: int) -> np.ndarray:

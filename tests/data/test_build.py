@@ -69,3 +69,13 @@ def test_world_scenes_that_share_a_caption_are_all_kept(tmp_path):
     assert len(train) == 300  # world-b renders world's scenes again: those are the only duplicates
     assert len(set(train["long_caption"])) < len(train)  # captions repeat, scenes do not
     assert json.loads((out / "report.json").read_text())["counts"]["world-b"]["exact duplicate"] == 300
+
+
+def test_a_capped_source_splits_like_the_others(tmp_path):
+    """The cap keeps the lowest keep-hashes; the split must not be the same hash, or every survivor is val."""
+    cfg = load_config(DataBuildConfig, None, [
+        "domain=neon", "sources={world: '400'}", f"output_dir={tmp_path / 'out'}", "embeddings=false",
+        "near_duplicate=0", "per_source_cap=100", "val_fraction=0.5"])
+    subset = datasets.load_from_disk(str(run_data_build(cfg) / "dataset"))
+    assert len(subset["train"]) + len(subset["val"]) == 100
+    assert 30 <= len(subset["val"]) <= 70  # about half (binomial, 100 draws: 3 sigma is 15)
