@@ -196,5 +196,12 @@ def load_domain(name_or_path: str) -> Domain:
     return load_config(Domain, path)
 
 
+def domain_key(name_or_path: str) -> str:
+    """How a dataset records the domain it was made for, so that `load_domain` finds it again from
+    any working directory: a shipped name as it is, a YAML file of your own by its absolute path
+    (its `name` may be taken, or shadow a shipped domain)."""
+    return name_or_path if not Path(name_or_path).suffix else str(Path(name_or_path).expanduser().resolve())
+
+
 def shipped_domains() -> list[str]:
     return sorted(p.stem for p in DOMAIN_DIR.glob("*.yaml"))

@@ -28,6 +28,7 @@ import numpy as np
 from svdtune.config import atomic_write_text
 from svdtune.data import filtering
 from svdtune.data.build import DataBuildConfig, filter_domain, save_dataset, start
+from svdtune.data.domains import domain_key
 from svdtune.data.embed import Embedder
 from svdtune.data.report import count_table
 from svdtune.errors import UserError
@@ -94,7 +95,7 @@ def run_data_pairs(cfg: DataPairsConfig) -> Path:
     # Pairs need every kept record: no per-source cap, no split yet (pairs are split by plain prompt).
     subset = filter_domain(ds, domain, dataclasses.replace(cfg, val_fraction=0.0, per_source_cap=0, balance=False),
                            counts, embedder)["train"]
-    pairs, dropped = clean_pairs(make_pairs(subset, domain.name, embedder, cfg.nearest_floor), cfg.min_words, cfg.max_words)
+    pairs, dropped = clean_pairs(make_pairs(subset, domain_key(cfg.domain), embedder, cfg.nearest_floor), cfg.min_words, cfg.max_words)
     if not pairs:
         raise UserError(f"no rewrite pairs for domain {domain.name!r} from {cfg.sources}: the sources need long "
                         "captions (world, sDCI) or MJHQ prompts of the domain for short captions to pair with")

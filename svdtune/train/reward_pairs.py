@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from svdtune.config import atomic_write_text, config_text, save_config
 from svdtune.data import world
 from svdtune.data.build import save_dataset
-from svdtune.data.domains import load_domain
+from svdtune.data.domains import domain_key, load_domain
 from svdtune.data.pairs import PAIR_FEATURES
 from svdtune.errors import UserError
 
@@ -87,7 +87,7 @@ def run_reward_pairs(cfg: RewardPairsConfig) -> Path:
     rounds.mkdir(exist_ok=True)
     domain = load_domain(cfg.domain)
     source = load_pairs([cfg.pairs], "train")
-    plains = list(dict.fromkeys(p for p, d in zip(source["plain"], source["domain"]) if d == cfg.domain))[:cfg.prompts]
+    plains = list(dict.fromkeys(p for p, d in zip(source["plain"], source["domain"]) if d == domain_key(cfg.domain)))[:cfg.prompts]
     if not plains:
         raise UserError(f"{cfg.pairs}: no train pair of domain {cfg.domain!r}")
     models = {}

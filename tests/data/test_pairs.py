@@ -39,3 +39,19 @@ def test_pairs_are_deduplicated_and_length_filtered():
     assert [k["plain"] for k in kept] == ["a red car"]
     assert dict(dropped) == {"duplicate pair": 1, "length outside 3..10 words": 1,
                              "styled prompt not longer than the plain one": 1}
+
+
+def test_pairs_of_a_domain_file_find_it_again(tmp_path, monkeypatch):
+    """A domain YAML of your own is recorded by its path, not its name (which may be a shipped one)."""
+    from svdtune.data.domains import DOMAIN_DIR, load_domain
+
+    text = (DOMAIN_DIR / "striped.yaml").read_text()
+    (tmp_path / "mine.yaml").write_text(text.replace("name: striped", "name: pastel")
+                                        .replace('style_suffix: ", with', 'style_suffix: ", drawn with'))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(DataPairsConfig, None, ["domain=mine.yaml", "sources={world: 10}", "output_dir=out",
+                                              "embeddings=false", "val_fraction=0"])
+    pairs = datasets.load_from_disk(str(run_data_pairs(cfg) / "dataset"))["train"]
+    monkeypatch.chdir("/")
+    assert set(pairs["domain"]) == {str(tmp_path / "mine.yaml")}
+    assert load_domain(pairs["domain"][0]).style_suffix == ", drawn with diagonal stripes on a white background"
