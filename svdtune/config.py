@@ -9,7 +9,9 @@ instance. `save_config` writes the resolved config beside a run's outputs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 import tempfile
 import types
 import typing
@@ -166,18 +168,53 @@ def atomic_save_file(tensors: dict, path: str | os.PathLike, metadata: dict[str,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-    tmp.replace(path)
+    tmp = _temporary_beside(path)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return path
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    tmp = _temporary_beside(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def swap_in(tmp: Path, directory: Path) -> Path:
+    """Replace `directory` by the finished folder `tmp`. The old copy is renamed to <directory>.old
+    and deleted only once the new one is in place: a crash between the renames leaves a whole copy."""
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def _temporary_beside(path: Path) -> str:
+    """A new file next to `path` (same file system: the rename is atomic) that no other writer
+    shares, readable by others as a plain file would be (mkstemp makes it owner-only)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o644)
+    return tmp
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; a damaged one is reported by its path (json's message alone names none)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
 def _plain(x: Any) -> Any:

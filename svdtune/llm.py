@@ -15,7 +15,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from svdtune.config import cache_dir
+from svdtune.config import cache_dir, swap_in
 from svdtune.errors import UserError
 
 log = logging.getLogger("svdtune")
@@ -70,17 +70,18 @@ def save_pretrained_atomic(model, tokenizer, folder: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return folder
+    return swap_in(tmp, folder)
 
 
 def resolve_llm(name_or_path: str) -> str:
     """`smollm2` -> the converted default; anything else is a local folder or hub id as given."""
     if name_or_path == DEFAULT_LLM:
         return str(smollm2_checkpoint())
-    if Path(name_or_path).expanduser().exists() and not (Path(name_or_path).expanduser() / "config.json").is_file():
-        raise UserError(f"{name_or_path!r} is not a Hugging Face model folder (no config.json in it)")
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise UserError(f"{name_or_path!r} is not a Hugging Face model folder (no config.json in it)")
+        return str(local)  # from_pretrained does not expand ~
     return name_or_path
 
 
@@ -100,12 +101,15 @@ def load_tokenizer(name_or_path: str = DEFAULT_LLM):
 
 def load_causal_lm(name_or_path: str = DEFAULT_LLM, dtype: str = "float32", device: str = "cpu", **kwargs):
     """(model, tokenizer) in eval mode; kwargs go to `from_pretrained` (a quantization_config)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
+    from svdtune.pipelines import DTYPES
+
+    if dtype not in DTYPES:
+        raise UserError(f"dtype {dtype!r} of the language model is not one of {', '.join(DTYPES)}")
     tokenizer = load_tokenizer(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_llm(name_or_path), dtype=getattr(torch, dtype), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(resolve_llm(name_or_path), dtype=DTYPES[dtype], **kwargs)
     except OSError as e:
         raise UserError(f"cannot load the causal LM {name_or_path!r}: {e}") from None
     if "quantization_config" not in kwargs:  # bitsandbytes places the weights it quantized itself

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from svdtune.config import read_json
 from svdtune.errors import UserError
 
 REFERENCE_DIR = Path(__file__).parent / "assets" / "reference"
@@ -45,7 +45,7 @@ def load_pipeline(name_or_path: str, dtype: str = "float32", device: str = "cpu"
     pipe = DiffusionPipeline.from_pretrained(path, dtype=DTYPES[dtype], **absent_components(path))
     pipe.set_progress_bar_config(disable=True)
     marker = Path(path) / WORLD_MARKER
-    pipe.svdtune_call_kwargs = json.loads(marker.read_text()).get("pipeline_kwargs", {}) if marker.is_file() else {}
+    pipe.svdtune_call_kwargs = read_json(marker).get("pipeline_kwargs", {}) if marker.is_file() else {}
     return pipe.to(device)
 
 
@@ -64,7 +64,7 @@ def absent_components(path: str) -> dict:
     index = Path(path) / "model_index.json"
     if not index.is_file():
         return {}
-    entries = json.loads(index.read_text())
+    entries = read_json(index)
     return {k: None for k, v in entries.items() if isinstance(v, list) and v == [None, None]}
 
 
@@ -119,7 +119,7 @@ def load_any_pipeline(name_or_path: str, dtype: str = "float32", device: str = "
             break
     else:
         return load_pipeline(name_or_path, dtype, device)
-    source = json.loads((folder / manifest_name).read_text()).get("source")
+    source = read_json(folder / manifest_name).get("source")
     if not source:
         raise UserError(f"{folder / manifest_name}: no 'source' pipeline recorded; cannot build a pipeline around it")
     pipe = load_pipeline(source, dtype, device)

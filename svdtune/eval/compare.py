@@ -13,7 +13,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from svdtune.config import atomic_write_text, save_config
+from svdtune.config import atomic_write_text, read_json, save_config
 from svdtune.errors import UserError
 from svdtune.eval.harness import RESULTS_VERSION
 from svdtune.eval.images import write_grids
@@ -40,10 +40,7 @@ def read_eval(folder: str | Path) -> dict:
     path = Path(folder) / "results.json"
     if not path.is_file():
         raise UserError(f"{str(folder)!r} is not a `svdtune eval` output (no results.json in it)")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    results = read_json(path)
     if results.get("results_version") != RESULTS_VERSION:
         raise UserError(f"{path}: results_version is {results.get('results_version')!r}; "
                         f"this svdtune reads version {RESULTS_VERSION}")

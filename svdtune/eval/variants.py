@@ -11,13 +11,13 @@ with that pipeline's images for the same prompts and seeds (the SVDQuant protoco
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
+from svdtune.config import read_json
 from svdtune.errors import UserError
 from svdtune.pipelines import REFERENCE_MODELS, denoiser_attr, resolve_model
 
@@ -83,7 +83,7 @@ def classify(label: str, spec: str) -> Variant:
                            strength)
         if path != spec:
             raise UserError(f"variant {label!r}: {spec!r}: a strength applies to training runs only")
-        source = json.loads(manifest.read_text()).get("source")
+        source = read_json(manifest).get("source")
         if not source:
             raise UserError(f"variant {label!r}: {manifest} records no 'source' pipeline")
         return Variant(label, spec, "W4A4", str(folder), _resolved(label, source))
@@ -183,7 +183,7 @@ def sizes(v: Variant, pipe) -> dict:
             out["adapter_disk_mib"] = _bytes((folder / "adapter").glob("*.safetensors")) / 2**20
     manifest = _quant_manifest(backbone)
     out["disk_mib"] = _bytes(backbone.glob("*.safetensors")) / 2**20
-    seconds = json.loads(manifest.read_text()).get("seconds") if manifest else None
+    seconds = read_json(manifest).get("seconds") if manifest else None
     out["quantize_s"] = sum(seconds.values()) if seconds else None
     return out
 

@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from svdtune.config import atomic_write_text, save_config
+from svdtune.config import atomic_write_text, read_json, save_config
 from svdtune.eval.cost import measure
 from svdtune.quant.config import QuantConfig
 from svdtune.quant.linear import SVDQuantLinear
@@ -48,7 +48,7 @@ def planned_model(path: Path, quant: QuantConfig):
 
     if not path.is_file():
         raise UserError(f"architecture file {str(path)!r} does not exist")
-    arch = json.loads(path.read_text())
+    arch = read_json(path)
     cls = getattr(diffusers, arch.get("_class_name", ""), None)
     if cls is None:
         raise UserError(f"{path}: _class_name {arch.get('_class_name')!r} is not a diffusers model class")

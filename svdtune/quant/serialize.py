@@ -13,7 +13,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 from torch import nn
 
-from svdtune.config import atomic_save_file, atomic_write_text
+from svdtune.config import atomic_save_file, atomic_write_text, read_json
 from svdtune.errors import UserError
 from svdtune.quant.config import QuantConfig
 from svdtune.quant.linear import LayerSpec, SVDQuantLinear
@@ -78,10 +78,7 @@ def read_manifest(path: Path, fmt: str, what: str, version: int | None = None) -
     """The JSON manifest at `path`, checked to be of format `fmt` (and `version`, when given)."""
     if not path.is_file():
         raise UserError(f"{str(path.parent)!r} is not {what} (no {path.name} in it)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    manifest = read_json(path)
     if manifest.get("format") != fmt:
         raise UserError(f"{path}: format is {manifest.get('format')!r}, expected {fmt!r}")
     if version is not None and manifest.get("format_version") != version:

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from svdtune.config import swap_in
+
 
 def save_training_state(directory: str | os.PathLike, step: int, modules: dict[str, torch.nn.Module],
                         stateful: dict[str, object] | None = None) -> Path:
@@ -29,13 +31,7 @@ def save_training_state(directory: str | os.PathLike, step: int, modules: dict[s
     for name, obj in (stateful or {}).items():
         torch.save(obj.state_dict(), tmp / f"{name}.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step}))
-    old = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
-    return directory
+    return swap_in(tmp, directory)
 
 
 def load_training_state(directory: str | os.PathLike, modules: dict[str, torch.nn.Module],

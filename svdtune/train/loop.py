@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from svdtune.config import atomic_write_text
+from svdtune.config import atomic_write_text, swap_in
 from svdtune.errors import UserError
 from svdtune.train.checkpoint import checkpoint_name, list_checkpoints, prune_checkpoints
 from svdtune.train.lora import adapter_state
@@ -141,11 +141,7 @@ def save_checkpoint(acc, out: Path, step: int, keep: int) -> None:
     acc.wait_for_everyone()
     if acc.is_main_process:
         atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step}))
-        if final.exists():
-            import shutil
-
-            shutil.rmtree(final)
-        tmp.rename(final)
+        swap_in(tmp, final)
         prune_checkpoints(root, keep)
     acc.wait_for_everyone()
 
