@@ -21,7 +21,7 @@ from typing import Literal
 import datasets
 import numpy as np
 
-from svdtune.config import save_config
+from svdtune.config import save_config, swap_in
 from svdtune.data import filtering
 from svdtune.data.domains import Domain, load_domain
 from svdtune.data.embed import DEFAULT_CACHE, DEFAULT_MODEL, Embedder
@@ -57,13 +57,8 @@ class DataBuildConfig:
             raise ValueError("sources: give at least one source, e.g. sources='{coco: /data/coco}'")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction: {self.val_fraction} is not in [0, 1)")
-
-
-@dataclasses.dataclass
-class Filtered:
-    """The kept records and, per source, how many were dropped at which stage and why."""
-    dataset: datasets.DatasetDict
-    counts: dict[str, Counter]
+        if self.per_source_cap < 0:
+            raise ValueError(f"per_source_cap: {self.per_source_cap} is negative (0 = no cap)")
 
 
 def read_sources(cfg: DataBuildConfig) -> tuple[datasets.Dataset, dict[str, Counter]]:
@@ -138,8 +133,8 @@ def filter_domain(ds: datasets.Dataset, domain: Domain, cfg: DataBuildConfig, co
         keep &= ~mask
 
     idx = np.flatnonzero(keep)
-    if cfg.balance:
-        per_source = Counter(names[i] for i in idx)
+    per_source = Counter(names[i] for i in idx)
+    if cfg.balance and per_source:
         cap = min(per_source.values()) if not cap else min(cap, min(per_source.values()))
     if cap:
         kept = filtering.balance([names[i] for i in idx], order[idx], cap)
@@ -186,5 +181,4 @@ def save_dataset(ds: datasets.DatasetDict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.save_to_disk(str(tmp), num_shards={k: 1 for k in ds if len(ds[k]) == 0})  # an empty split still gets a file
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    swap_in(tmp, path)

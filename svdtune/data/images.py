@@ -26,6 +26,8 @@ def image_problem(image: str, check: str) -> str:
                 im.load()  # verify() misses truncated files; a full decode does not
         except (OSError, SyntaxError, ValueError):
             return "image truncated or not an image"
+        except Image.DecompressionBombError:  # not an OSError: it would stop the whole build
+            return "image larger than PIL's decompression-bomb limit"
     return ""
 
 
@@ -36,4 +38,5 @@ def check_batch(batch, check: str):
 def load_image(image: str) -> Image.Image:
     if image.startswith("world://"):
         return Image.fromarray((render_address(image) * 255).round().astype(np.uint8))
-    return Image.open(image).convert("RGB")
+    with Image.open(image) as im:  # closes the file: a training epoch opens thousands
+        return im.convert("RGB")

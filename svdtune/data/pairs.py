@@ -49,6 +49,12 @@ class DataPairsConfig(DataBuildConfig):
     min_words: int = 3
     max_words: int = 77          # CLIP's context, in words as a rough bound
 
+    def validate(self) -> None:
+        super().validate()
+        if self.per_source_cap or self.balance:
+            raise ValueError("per_source_cap / balance: data pairs pairs every record of the domain; cap or "
+                             "balance the training images with data build instead")
+
 
 def make_pairs(subset: datasets.Dataset, domain: str, embedder: Embedder | None, floor: float) -> list[dict]:
     ids, sources, shorts, longs = (subset[c] for c in ("id", "source", "short_caption", "long_caption"))
@@ -92,9 +98,8 @@ def run_data_pairs(cfg: DataPairsConfig) -> Path:
     out = Path(cfg.output_dir)
     t0 = time.perf_counter()
     domain, ds, counts, embedder = start(cfg)
-    # Pairs need every kept record: no per-source cap, no split yet (pairs are split by plain prompt).
-    subset = filter_domain(ds, domain, dataclasses.replace(cfg, val_fraction=0.0, per_source_cap=0, balance=False),
-                           counts, embedder)["train"]
+    # Pairs need every kept record (validate refuses caps), no split yet (pairs are split by plain prompt).
+    subset = filter_domain(ds, domain, dataclasses.replace(cfg, val_fraction=0.0), counts, embedder)["train"]
     pairs, dropped = clean_pairs(make_pairs(subset, domain_key(cfg.domain), embedder, cfg.nearest_floor), cfg.min_words, cfg.max_words)
     if not pairs:
         raise UserError(f"no rewrite pairs for domain {domain.name!r} from {cfg.sources}: the sources need long "

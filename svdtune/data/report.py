@@ -32,9 +32,10 @@ def length_histogram(subset: datasets.DatasetDict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
     for column in ("short_caption", "long_caption"):
         words = [len(c.split()) for split in subset.values() for c in split[column] if c]
-        if words:
-            ax.hist(words, bins=range(0, min(max(words), 120) + 2), alpha=0.6, label=f"{column} ({len(words)})")
-    ax.set_xlabel("words per caption")
+        if words:  # captions over 120 words go in the last bin, as the legend counts them
+            ax.hist([min(w, 120) for w in words], bins=range(0, min(max(words), 120) + 2), alpha=0.6,
+                    label=f"{column} ({len(words)})")
+    ax.set_xlabel("words per caption (the last bin: 120 or more)")
     ax.set_ylabel("records")
     ax.legend()
     fig.tight_layout()

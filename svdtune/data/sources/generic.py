@@ -49,12 +49,17 @@ def _rows(path: Path, skips: SkipLog) -> tuple[Iterable[dict], str, Path]:
         return _jsonl(path / "metadata.jsonl", skips), str(path / "metadata.jsonl"), path
     if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
         ds = datasets.load_from_disk(str(path))
-        ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
+        if isinstance(ds, datasets.DatasetDict):
+            if "train" not in ds:
+                raise BadFile(f"{path}: a DatasetDict without a 'train' split (it has {', '.join(ds) or 'none'})")
+            ds = ds["train"]
         return _table_rows(ds), str(path), path
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".csv", ".parquet") and not path.is_file():
         raise BadFile(f"caption table {str(path)!r} does not exist")
-    if suffix in (".jsonl", ".json"):
+    if suffix == ".json":
+        return _json(path, skips), str(path), path.parent
+    if suffix == ".jsonl":
         return _jsonl(path, skips), str(path), path.parent
     if suffix in (".csv", ".parquet"):
         try:
@@ -88,6 +93,23 @@ def _jsonl(path: Path, skips: SkipLog) -> Iterator[dict]:
             yield row
 
 
+def _json(path: Path, skips: SkipLog) -> Iterator[dict]:
+    """A .json file: one JSON array of objects, or JSON Lines under that suffix."""
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    if not text.lstrip().startswith("["):
+        yield from _jsonl(path, skips)
+        return
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadFile(f"{path}: not valid JSON ({e}); expected a JSON array of objects or JSON Lines") from None
+    for n, row in enumerate(rows):
+        if isinstance(row, dict):
+            yield row
+        else:
+            skips.skip("array item is not a JSON object", f"{path} item {n}")
+
+
 def _table_rows(ds: datasets.Dataset) -> Iterator[dict]:
     for batch in ds.iter(batch_size=10_000):
         keys = list(batch)
@@ -95,9 +117,11 @@ def _table_rows(ds: datasets.Dataset) -> Iterator[dict]:
 
 
 def _check_columns(row: dict, columns: GenericColumns, where: str) -> None:
+    """Every column the config names must exist, or it would be read as empty on every row. The
+    default image column may be absent: a caption-only table (its records have no image)."""
     for field in dataclasses.fields(columns):
         name = getattr(columns, field.name)
-        if name and name not in row and field.name in ("caption", "id"):
+        if name and name not in row and not (field.name == "image" and name == field.default):
             raise BadFile(f"{where}: no column {name!r} (the {field.name} column); columns are "
                           f"{sorted(row)} - set columns.{field.name}")
 

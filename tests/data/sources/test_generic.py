@@ -51,3 +51,22 @@ def test_a_missing_caption_column_names_the_columns_there_are(tmp_path):
         read_generic(tmp_path / "missing.csv", SkipLog())
     with pytest.raises(BadFile, match="neither a local path nor a dataset in the local cache"):
         read_generic("no-such-user/no-such-dataset", SkipLog())
+
+
+def test_a_json_array_and_json_lines_named_json_both_read(tmp_path):
+    (tmp_path / "array.json").write_text(json.dumps(fixtures.GENERIC_ROWS, indent=2))
+    (tmp_path / "lines.json").write_text("\n".join(json.dumps(r) for r in fixtures.GENERIC_ROWS))
+    for name in ("array.json", "lines.json"):
+        assert read_generic(tmp_path / name, SkipLog(), COLUMNS)["short_caption"] == [
+            r["text"] for r in fixtures.GENERIC_ROWS]
+
+
+def test_a_misnamed_optional_column_is_an_error_not_an_empty_column(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"text": "a dog", "detail": "a brown dog"}) + "\n")
+    with pytest.raises(BadFile, match=r"no column 'details' \(the long_caption column\)"):
+        read_generic(path, SkipLog(), GenericColumns(caption="text", long_caption="details"))
+    assert len(read_generic(path, SkipLog(), COLUMNS)) == 1  # no file_name column: a caption-only table
+    datasets.DatasetDict(test=datasets.Dataset.from_list(fixtures.GENERIC_ROWS)).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(BadFile, match="without a 'train' split \\(it has test\\)"):
+        read_generic(tmp_path / "dd", SkipLog(), COLUMNS)
