@@ -202,12 +202,14 @@ class Rewriter:
         failed = [r for r in results if r.missing or not r.text]
         if failed:  # one stricter try: beam search, which keeps to the likeliest (copying) answer
             for r, again in zip(failed, self.generate([r.prompt for r in failed], domain, "beam")):
+                first_fault = f"dropped {', '.join(r.missing)}" if r.missing else "was empty"
                 if again and not missing_words(r.prompt, again):
                     r.text, r.source = again, "retry"
-                    r.notes.append(f"the first rewrite dropped {', '.join(r.missing)}; beam search kept them")
+                    r.notes.append(f"the first rewrite {first_fault}; beam search kept every word")
                 else:
+                    fault = f"dropped {', '.join(missing_words(r.prompt, again))}" if again else "was empty"
                     r.text, r.source = r.prompt + domain.style_suffix, "fallback"
-                    r.notes.append(f"the rewrite dropped {', '.join(r.missing or missing_words(r.prompt, again))}"
-                                   "; using the prompt with the domain's style suffix")
+                    r.notes.append(f"the first rewrite {first_fault} and the beam-search retry {fault}; using "
+                                   "the prompt with the domain's style suffix")
                 log.warning("prompt %r: %s", r.prompt, r.notes[-1])
         return results

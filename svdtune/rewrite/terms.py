@@ -25,15 +25,16 @@ as than then very too just also only
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 
-def stem(word: str) -> str:
-    """Fold regular plurals so "circles" keeps "circle" (dishes -> dish, berries -> berry)."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith(("ses", "xes", "ches", "shes", "zes", "oes")):
-        return word[:-2]
+def word_key(word: str) -> str:
+    """One key for a word's singular and regular plural: a final s, then a final e, is dropped and
+    a final y reads as i, so that circle/circles, horse/horses, dish/dishes, box/boxes,
+    tomato/tomatoes, berry/berries and cookie/cookies each share a key. (Dropping "es" whole, as a
+    suffix list would, breaks horses, shoes and roses.)"""
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
+        word = word[:-1]
+    if len(word) > 3 and word.endswith("e"):
+        word = word[:-1]
+    return word[:-1] + "i" if word.endswith("y") else word
 
 
 def words(text: str) -> list[str]:
@@ -41,15 +42,20 @@ def words(text: str) -> list[str]:
 
 
 def content_words(text: str) -> list[str]:
-    """Stems of the words of `text` a faithful rewrite keeps, in order, without repeats."""
-    return list(dict.fromkeys(stem(w) for w in words(text) if w not in FUNCTION_WORDS))
+    """The words of `text` a faithful rewrite keeps, in order, one per key (a plural and its
+    singular are one word)."""
+    first: dict[str, str] = {}
+    for w in words(text):
+        if w not in FUNCTION_WORDS:
+            first.setdefault(word_key(w), w)
+    return list(first.values())
 
 
 def missing_words(prompt: str, rewrite: str) -> list[str]:
     """Content words of `prompt` that `rewrite` lost, or has fewer times than the prompt (so
     "a blue cross and a blue cross" needs two crosses)."""
-    asked, kept = (Counter(stem(w) for w in words(t) if w not in FUNCTION_WORDS) for t in (prompt, rewrite))
-    return [w for w in content_words(prompt) if kept[w] < asked[w]]
+    asked, kept = (Counter(word_key(w) for w in words(t) if w not in FUNCTION_WORDS) for t in (prompt, rewrite))
+    return [w for w in content_words(prompt) if kept[word_key(w)] < asked[word_key(w)]]
 
 
 def style_terms(style_suffix: str) -> list[str]:
@@ -69,8 +75,11 @@ def sanitize(prompt: str | bytes) -> tuple[str, list[str]]:
     notes = []
     if isinstance(prompt, bytes):
         text = prompt.decode("utf-8", errors="replace")
-    else:  # command-line arguments carry undecodable bytes as surrogates
-        text = prompt.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    else:  # command-line arguments carry undecodable bytes as surrogates (U+DC80..U+DCFF)
+        try:
+            text = prompt.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+        except UnicodeEncodeError:  # another lone surrogate (broken JSON, "\ud83d"): no byte it stands for
+            text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in prompt)
     if "\ufffd" in text:
         notes.append("bytes that are not UTF-8 were replaced")
     control = {c for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in "\t\n\r"}

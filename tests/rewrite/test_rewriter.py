@@ -50,7 +50,8 @@ def test_guardrails_retry_then_fall_back(rewriter, caplog):
     assert retried.text == "a small blue square" + PASTEL.style_suffix
     assert fallback.source == "fallback" and fallback.text == "a green cross" + PASTEL.style_suffix
     assert "green" in fallback.notes[-1] and "style suffix" in fallback.notes[-1]
-    assert "beam search kept them" in caplog.text
+    assert "the first rewrite dropped blue; beam search kept every word" in caplog.text
+    assert "the beam-search retry dropped green" in fallback.notes[-1]
 
 
 def test_real_decoding_never_crashes_on_odd_prompts(rewriter, caplog):

@@ -2,9 +2,9 @@ from svdtune.rewrite.terms import clean_output, content_words, has_style, missin
 
 
 def test_content_words_keep_nouns_colours_counts_and_fold_plurals():
-    assert content_words("Two red circles and a blue cross at the top left") == [
-        "two", "red", "circle", "blue", "cross", "top", "left"]
-    assert content_words("the dishes with berries") == ["dish", "berry"]
+    assert content_words("Two red circles and a blue cross at the top left and a circle") == [
+        "two", "red", "circles", "blue", "cross", "top", "left"]
+    assert content_words("the dishes with berries") == ["dishes", "berries"]
     assert content_words("a 3 by 4 grid") == ["3", "4", "grid"]
 
 
@@ -14,6 +14,13 @@ def test_missing_words_names_what_the_rewrite_dropped():
     assert missing_words("red circles", styled) == []  # plural in the prompt, singular in the rewrite
     assert missing_words("a red circle and a blue square", styled) == ["blue", "square"]
     assert missing_words("a blue cross and a blue cross", "a small blue cross at the top") == ["blue", "cross"]
+    # plurals and singulars of every regular kind match; none is taken for another word
+    for singular, plural in [("horse", "horses"), ("shoe", "shoes"), ("rose", "roses"), ("dish", "dishes"),
+                             ("box", "boxes"), ("glass", "glasses"), ("tomato", "tomatoes"), ("berry", "berries"),
+                             ("cookie", "cookies"), ("bus", "buses")]:
+        assert missing_words(f"a {singular}", f"two {plural} grazing") == [], singular
+        assert missing_words(f"{plural}", f"a {singular} alone") == [], plural
+    assert missing_words("a horse", "a house") == ["horse"]
 
 
 def test_style_terms_match_word_for_word():
@@ -29,6 +36,7 @@ def test_sanitize_replaces_bad_bytes_and_control_characters():
     assert sanitize(b"a red \xff circle") == ("a red \ufffd circle", ["bytes that are not UTF-8 were replaced"])
     surrogate = b"a red \xff circle".decode("utf-8", errors="surrogateescape")  # how argv carries them
     assert sanitize(surrogate)[0] == "a red \ufffd circle"
+    assert sanitize("a red \ud83d circle?")[0] == "a red \ufffd circle?"  # a lone surrogate from broken JSON
     assert sanitize("a red\x00 circle\u200b\x1b\n") == ("a red circle", ["control characters were removed"])
     assert sanitize("  a  red\tcircle ") == ("a red circle", [])
 
