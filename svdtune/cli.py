@@ -101,7 +101,7 @@ def _flag_overrides(args) -> list[str]:
         if getattr(args, flag, None):
             out.append(f"{key}={json.dumps(getattr(args, flag))}")
     return out + [f"{key}={getattr(args, key)}" for key in ("model", "backend", "domain", "rewriter", "host", "port")
-                  if getattr(args, key, None)]
+                  if getattr(args, key, None) is not None]  # --port 0 is a port (any free one)
 
 
 def info() -> None:

@@ -56,6 +56,8 @@ class DemoConfig:
 
         if not self.variants:
             raise ValueError("variants: give at least one label=spec (for example 'ref-unet 16-bit=ref-unet')")
+        if not self.domains:
+            raise ValueError("domains: give at least one (a shipped name or a domain YAML file)")
         unknown = [d for d in self.domains if d not in shipped_domains() and not d.endswith((".yaml", ".yml"))]
         if unknown:
             raise ValueError(f"domains: unknown domain {unknown[0]!r}; shipped: {', '.join(shipped_domains())}")
@@ -71,6 +73,11 @@ class DemoConfig:
         if not 0 < self.strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         self.limits.validate()
+        if not 1 <= self.steps <= self.limits.max_steps:
+            raise ValueError(f"steps {self.steps} is outside 1..{self.limits.max_steps} (limits.max_steps)")
+        if not 0 <= self.guidance_scale <= self.limits.max_guidance:
+            raise ValueError(f"guidance_scale {self.guidance_scale} is outside 0..{self.limits.max_guidance} "
+                             "(limits.max_guidance)")
 
     @property
     def listens_beyond_this_machine(self) -> bool:

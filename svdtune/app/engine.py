@@ -69,7 +69,9 @@ class Result:
         disk = self.sizes.get("disk_mib")
         adapter = self.sizes.get("adapter_disk_mib")
         on_disk = (f"; on disk {disk:.1f} MiB" + (f" + adapter {adapter:.2f} MiB" if adapter else "")) if disk else ""
-        return (f"inference time {self.seconds:.2f} s ({self.request.steps} steps, {self.request.mode})\n"
+        r = self.request  # image and sketch modes denoise from step (1 - strength) of the schedule, as diffusers does
+        steps = f"{r.steps}" if r.mode == "text" else f"{min(int(r.steps * r.strength), r.steps)} of {r.steps}"
+        return (f"inference time {self.seconds:.2f} s ({steps} steps, {r.mode})\n"
                 f"peak memory {self.peak_mib:.0f} MiB ({memory}; +{self.added_mib:.0f} MiB during this run)\n"
                 f"model size {self.model_mib:.2f} MiB ({self.kind}: denoiser as stored for inference"
                 f"{', adapter in 16 bits' if self.sizes['adapter_mib'] else ''}{on_disk})"

@@ -30,6 +30,8 @@ class PromptStyler:
         self._rewriter = None
         self._error: str | None = None if Path(path).exists() else f"no rewriter at {path!r} (train one: {TRAIN_HINT})"
         self._lock = threading.Lock()
+        # One rewrite at a time: compiled decoding reuses a single static KV cache (concurrency > 1).
+        self._rewrite_lock = threading.Lock()
 
     @property
     def status(self) -> str:
@@ -62,6 +64,7 @@ class PromptStyler:
             return Styled(prompt + style.style_suffix, "suffix",
                           f"{self._error}; used the prompt plus the {domain} style suffix",
                           time.perf_counter() - start)
-        result = rewriter.rewrite([prompt], style)[0]
+        with self._rewrite_lock:
+            result = rewriter.rewrite([prompt], style)[0]
         how = {"model": f"rewritten by {self.path}"}.get(result.source, "; ".join(result.notes) or result.source)
         return Styled(result.text, result.source, how, time.perf_counter() - start)

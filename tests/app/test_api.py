@@ -59,7 +59,7 @@ def test_image_to_image_from_an_upload(client, tmp_path, variant):
     Image.linear_gradient("L").resize((120, 90)).convert("RGB").save(path)
     image, _, info, _ = client.predict("a small blue square", False, "pastel", variant, 4, 4.0, 0,
                                        handle_file(str(path)), 0.5, api_name="/image")
-    assert Image.open(image).size == (48, 48) and "(4 steps, image)" in info
+    assert Image.open(image).size == (48, 48) and "(2 of 4 steps, image)" in info
 
 
 def test_sketch_to_image(client, tmp_path):
@@ -70,7 +70,7 @@ def test_sketch_to_image(client, tmp_path):
     sketch = {"background": None, "layers": [], "composite": handle_file(str(path))}
     image, _, info, _ = client.predict("a large blue square at the bottom left", False, "pastel", "16-bit", 4, 4.0, 0,
                                        sketch, 0.7, api_name="/sketch")
-    assert Image.open(image).size == (48, 48) and "(4 steps, sketch)" in info
+    assert Image.open(image).size == (48, 48) and "(2 of 4 steps, sketch)" in info
 
 
 @pytest.mark.parametrize("prompt, steps, message", [
