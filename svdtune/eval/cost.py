@@ -62,6 +62,24 @@ def measure(device: str | torch.device = "cpu", interval: float = 0.002):
         cost.seconds = time.perf_counter() - start
 
 
+@contextmanager
+def stopwatch(device: str | torch.device = "cpu"):
+    """with stopwatch(device) as cost: ...  -> cost.seconds (the device's queued work included).
+    Unlike `measure` it leaves memory statistics alone, so it can time parts of a measured block
+    (measure resets the CUDA peak, and its RSS sampler thread competes for the cores)."""
+    cost = Cost()
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    try:
+        yield cost
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)
+        cost.seconds = time.perf_counter() - start
+
+
 def interleaved_best(fns: dict, rounds: int = 5, warmup: int = 2) -> dict[str, float]:
     """Best wall time (seconds) of each zero-argument callable, run in turn round after round so
     that every method sees the same machine load (timings on shared machines drift)."""

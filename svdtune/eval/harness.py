@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -30,12 +31,14 @@ from svdtune.eval.cost import measure, pipeline_latency
 from svdtune.eval.environment import environment
 from svdtune.eval.features import alexnet_features
 from svdtune.eval.frechet import frechet_distance
-from svdtune.eval.images import resized, save_images, write_grids
+from svdtune.eval.images import load_images, resized, save_images, write_grids
 from svdtune.eval.metrics import lpips, psnr, ssim
 from svdtune.eval.world_bench import EVAL_SEED, alignment, evaluator_features
 from svdtune.generate import generate_images, slug
 
 RESULTS_VERSION = 1
+PROGRESS = "progress.json"  # the finished variants' records: a killed eval resumes after them
+log = logging.getLogger("svdtune")
 
 
 @dataclasses.dataclass
@@ -109,25 +112,51 @@ def run_eval(cfg: EvalConfig) -> Path:
     sources: dict[str, dict[str, np.ndarray]] = {}  # 16-bit images per source pipeline
     order = sorted(models, key=lambda v: not v.is_16bit)  # 16-bit first: they are the others' sources
     total = sum(len(s.prompts) for s in sets) * len(models)
+    finished, notes = _finished_variants(out / PROGRESS, results["settings"])
+    results["notes"] = notes or results["notes"]  # a resumed run's notes: the start's and those made since
     with tqdm(total=total, desc="eval", unit="image") as bar:
         for v in order:
-            images, record = _run_variant(cfg, models.index(v), v, sets, bar)
+            if v.label in finished:  # done by a killed run of this config: its record and (8-bit) images stand
+                record = finished[v.label]
+                images = load_images(out, record)
+                bar.update(sum(len(s.prompts) for s in sets))
+            else:
+                images, record = _run_variant(cfg, models.index(v), v, sets, bar)
             if v.is_16bit:
                 sources.setdefault(v.source, images)
-            elif v.source not in sources:
-                sources[v.source] = _source_images(cfg, v, sets)
-                results["notes"].append(f"The 16-bit images of {v.source} (source of {v.label}) were generated "
-                                        "for the comparison; it is not among the variants.")
-            record |= _scores(v, images, sets, sources.get(v.source), evaluator, reference, extra)
-            save_images(out / record["images"], images, v.label)
+            if v.label not in finished:
+                if not v.is_16bit and v.source not in sources:
+                    sources[v.source] = _source_images(cfg, v, sets)
+                    results["notes"].append(f"The 16-bit images of {v.source} (source of {v.label}) were "
+                                            "generated for the comparison; it is not among the variants.")
+                record |= _scores(v, images, sets, sources.get(v.source), evaluator, reference, extra)
+                save_images(out / record["images"], images, v.label)
             results["variants"][v.label] = record
+            atomic_write_text(out / PROGRESS, json.dumps({"settings": results["settings"], "notes": results["notes"],
+                                                          "variants": results["variants"]}, indent=1))
     results["variants"] = {v.label: results["variants"][v.label] for v in models}  # config order
     write_grids(out, results, [("", out, results)], cfg.grid_rows)
     write_plots(out, results)
     results["seconds"] = time.perf_counter() - start
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     atomic_write_text(out / "report.md", render_report(results, "svdtune eval"))
+    (out / PROGRESS).unlink()
     return out
+
+
+def _finished_variants(path: Path, settings: dict) -> tuple[dict[str, dict], list[str]]:
+    """The records (label -> record) of the variants a killed eval finished, and its notes, when
+    `path` (written after each variant) was written with these settings."""
+    try:
+        progress = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:  # written atomically, so only a hand-edit breaks it: start over
+        progress = {}
+    if progress.get("settings") != json.loads(json.dumps(settings)):
+        return {}, []
+    finished = {label: r for label, r in progress["variants"].items() if (path.parent / r["images"]).is_file()}
+    if finished:
+        log.info("resuming %s: %s already evaluated", path.parent, ", ".join(finished))
+    return finished, progress["notes"]
 
 
 def _evaluator(cfg: EvalConfig, sets, models):
@@ -190,6 +219,9 @@ def _run_variant(cfg: EvalConfig, index: int, v, sets, bar) -> tuple[dict[str, n
         load_start = time.perf_counter()
         pipe = variants.load(v, cfg.dtype, cfg.device, cfg.backend)
         load_s = time.perf_counter() - load_start
+        # One untimed step at the batch shape: lazy kernels and compilation (Triton) are not throughput.
+        bar.set_postfix_str(f"{v.label}: warm-up")
+        generate_images(pipe, sets[0].prompts[:cfg.batch_size], 1, cfg.guidance_scale, cfg.seed, cfg.batch_size)
         for s in sets:
             bar.set_postfix_str(f"{v.label}: {s.name}")
             images[s.name], seconds = generate_images(pipe, s.prompts, cfg.steps, cfg.guidance_scale, cfg.seed,

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on these machines, and none needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from svdtune.eval.summary import batch_label  # noqa: E402
+
 KIND_MARKERS = {"16-bit": "o", "W4A4": "s", "W4A4 + adapter": "^"}
 
 
@@ -70,7 +72,7 @@ def quality_vs_size(rows: list[dict], path: Path) -> Path | None:
 def latency_bars(rows: list[dict], path: Path) -> Path:
     timed = all(r["image_s"] is not None for r in rows)
     panels = [("image_s", "s / image (batch 1, warm, median)")] if timed else \
-        [("batch_image_s", f"s / image (batch {rows[0]['batch_size']})")]
+        [("batch_image_s", f"s / image ({batch_label(rows)})")]
     if timed and all(r["step_ms"] is not None for r in rows):
         panels.append(("step_ms", "ms / denoising step (batch 1)"))
     colours = _colours(rows)

@@ -61,7 +61,7 @@ def alignment_table(results: dict) -> list[str]:
 def cost_table(rows: list[dict]) -> list[str]:
     memory = {r["memory"] for r in rows if r["memory"]}
     mem_name = "CUDA max allocated" if memory == {"cuda_allocated"} else "peak RSS"
-    header = ["variant", "s / image (batch 1)", "ms / step", f"s / image (batch {rows[0]['batch_size']})",
+    header = ["variant", "s / image (batch 1)", "ms / step", f"s / image ({summary.batch_label(rows)})",
               f"{mem_name} (MiB)", "added by the variant (MiB)", "denoiser (MiB)", "adapter (MiB)", "on disk (MiB)",
               "adapter on disk (MiB)", "quantize (s)", "rank (branch + adapter)"]
     body = [[r["label"], fmt(r["image_s"], 3), fmt(r["step_ms"], 1), fmt(r["batch_image_s"], 3), fmt(r["peak_mib"], 0),

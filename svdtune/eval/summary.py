@@ -57,3 +57,9 @@ def reference_row(results: dict) -> dict | None:
     sources = sorted({s["reference"] for s in results["prompt_sets"].values() if s["reference"]})
     return {"label": f"reference ({', '.join(sources)})", "align_all": align_all, "style": style,
             "fd": ref.get("fd", {})}
+
+
+def batch_label(rows: list[dict]) -> str:
+    """'batch 16', or, for evals run with different batch sizes (svdtune compare), each row's."""
+    sizes = {r["batch_size"] for r in rows}
+    return f"batch {sizes.pop()}" if len(sizes) == 1 else "batch " + " / ".join(str(r["batch_size"]) for r in rows)

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import scipy.linalg
 import torch
 
+from svdtune.errors import UserError
 from svdtune.eval.frechet import frechet_distance
 
 
@@ -42,3 +44,8 @@ def test_frechet_distance_equals_scipy_on_evaluator_features(reference_evaluator
     for a, b in ((plain, neon), (plain[:150], plain[150:])):  # far apart, and two draws of one style
         expected = _scipy_frechet(a.double().numpy(), b.double().numpy())
         assert expected > 0 and abs(frechet_distance(a, b) - expected) <= 1e-6 * expected
+
+
+def test_frechet_distance_refuses_a_single_image():
+    with pytest.raises(UserError, match="at least 2 images per set, got 1 and 5"):
+        frechet_distance(torch.randn(1, 4), torch.randn(5, 4))

@@ -83,3 +83,29 @@ def test_bad_input_is_one_clear_line(args, message, capsys, tmp_path):
     assert main([*args, f"output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_killed_eval_resumes_after_its_finished_variants(quantized, tiny_family, tmp_path, monkeypatch):
+    from svdtune.eval import harness
+
+    model, quant = quantized
+    run_variant, ran = harness._run_variant, []
+
+    def dies_on_w4a4(cfg, index, v, sets, bar):
+        ran.append(v.label)
+        if v.label == "W4A4" and len(ran) < 3:
+            raise KeyboardInterrupt  # the job is killed while generating the second variant
+        return run_variant(cfg, index, v, sets, bar)
+
+    monkeypatch.setattr(harness, "_run_variant", dies_on_w4a4)
+    variants = [f"16-bit={model}", f"W4A4={quant}"]
+    assert _eval(tmp_path, variants, tiny_family[1], "latency_repeats=0") == 130  # interrupted
+    first = json.loads((tmp_path / "progress.json").read_text())["variants"]["16-bit"]
+    assert _eval(tmp_path, variants, tiny_family[1], "latency_repeats=0") == 0
+    assert ran == ["16-bit", "W4A4", "W4A4"]  # the 16-bit variant was not generated again
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["variants"]["16-bit"] == first and results["variants"]["W4A4"]["vs_16bit"]["PSNR"] > 5
+    assert not (tmp_path / "progress.json").exists()
+    # other settings: nothing is reused
+    assert _eval(tmp_path, variants, tiny_family[1], "latency_repeats=0", "seed=1") == 0
+    assert ran[3:] == ["16-bit", "W4A4"]
