@@ -72,7 +72,7 @@ def as_clip_text_model(encoder: CLIPTextModelWithProjection) -> CLIPTextModel:
     """The same text transformer without the projection head (what StableDiffusionPipeline takes)."""
     model = CLIPTextModel(encoder.config)
     model.load_state_dict(encoder.text_model.state_dict())
-    return model
+    return model.to(encoder.dtype)  # a fresh model is fp32: the fp16 export would ship it at twice the size
 
 
 def build_vae() -> AutoencoderKL:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from svdtune.config import atomic_write_text, save_config
+from svdtune.config import atomic_write_text, read_json, save_config, swap_in
 from svdtune.data import world
+from svdtune.errors import UserError
 from svdtune.eval import world_evaluator as ev
 from svdtune.pipelines import WORLD_MARKER
 from svdtune.train.reference import components as C
@@ -43,18 +45,49 @@ class FamilyConfig:
     dit: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(1000, 64, 4e-4, 100))
 
 
-def _stage(out: Path, name: str, modules: dict, train) -> None:
-    """Run `train()` unless the stage's final weights exist, then load them into `modules`."""
+def _stage(out: Path, name: str, modules: dict, train, made_with: dict) -> None:
+    """Run `train()` unless the stage's final weights exist, then load them into `modules`. A
+    finished stage records what it was made with (`<name>.json`); re-running it with other
+    settings is refused, naming the first that changed, rather than silently kept."""
     final = {k: out / f"{name}.{k}.safetensors" for k in modules}
-    if not all(p.is_file() for p in final.values()):
+    record = out / f"{name}.json"
+    made_with = json.loads(json.dumps(made_with))
+    if all(p.is_file() for p in final.values()):
+        changed = _first_change(read_json(record), made_with) if record.is_file() else None
+        if changed:
+            key, old, new = changed
+            raise UserError(f"{out}: the finished {name} stage was made with {key} = {old!r}, this config has "
+                            f"{new!r}; delete {out}/{name}.* (and the later stages' files) to train it again, "
+                            "or give another output_dir")
+    else:
         start = time.time()
         for k, m in train().items():
             S.save_module(m, final[k])
-        timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+        atomic_write_text(record, json.dumps(made_with, indent=1))
+        timings = read_json(out / "timings.json") if (out / "timings.json").is_file() else {}
         timings[name] = round(time.time() - start, 1)
         atomic_write_text(out / "timings.json", json.dumps(timings, indent=1))
     for k, m in modules.items():
         m.load_state_dict(load_file(final[k]))
+
+
+def _first_change(old, new, key: str = "") -> tuple[str, object, object] | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            found = _first_change(old.get(k), new.get(k), f"{key}.{k}" if key else k)
+            if found:
+                return found
+        return None
+    return None if old == new else (key, old, new)
+
+
+def _settings(cfg: FamilyConfig, *stages: str, **extra) -> dict:
+    """What a stage's weights depend on: the seed, its own and earlier stages' settings (save_every
+    aside: when a checkpoint is written changes nothing) and `extra`."""
+    def stage(name):
+        return {k: v for k, v in dataclasses.asdict(getattr(cfg, name)).items() if k != "save_every"}
+
+    return {"seed": cfg.seed, **{name: stage(name) for name in stages}, **extra}
 
 
 def train_family(cfg: FamilyConfig) -> Path:
@@ -66,10 +99,12 @@ def train_family(cfg: FamilyConfig) -> Path:
 
     evaluator = ev.WorldEvaluator()
     _stage(out, "evaluator", {"model": evaluator},
-           lambda: {"model": S.train_evaluator(cfg.evaluator, cfg.seed, ckpt / "evaluator")})
+           lambda: {"model": S.train_evaluator(cfg.evaluator, cfg.seed, ckpt / "evaluator")},
+           _settings(cfg, "evaluator"))
 
     vae = C.build_vae()
-    _stage(out, "vae", {"model": vae}, lambda: {"model": S.train_vae(cfg.vae, cfg.seed, ckpt / "vae")})
+    _stage(out, "vae", {"model": vae}, lambda: {"model": S.train_vae(cfg.vae, cfg.seed, ckpt / "vae")},
+           _settings(cfg, "vae"))
     vae.eval().requires_grad_(False)
     cache = S.normalize_latents(vae, S.cache_latents(vae, cfg.n_scenes, cfg.seed, out / "latents.safetensors"))
 
@@ -81,30 +116,42 @@ def train_family(cfg: FamilyConfig) -> Path:
         u, te = S.train_unet(cfg.unet, cfg.seed, ckpt / "unet", vae, tokenizer, cache)
         return {"unet": u, "text_encoder": te}
 
-    _stage(out, "unet", {"unet": unet, "text_encoder": text_encoder}, train_unet)
+    _stage(out, "unet", {"unet": unet, "text_encoder": text_encoder}, train_unet,
+           _settings(cfg, "vae", "unet", n_scenes=cfg.n_scenes))
     text_encoder.eval().requires_grad_(False)
+    boost = cfg.foreground_boost
     if cfg.unet_refine.steps:
         _stage(out, "unet_refine", {"unet": unet}, lambda: {"unet": S.refine_unet(
-            cfg.unet_refine, cfg.seed, ckpt / "unet_refine", unet, text_encoder, tokenizer, cache,
-            cfg.foreground_boost)})
+            cfg.unet_refine, cfg.seed, ckpt / "unet_refine", unet, text_encoder, tokenizer, cache, boost)},
+            _settings(cfg, "vae", "unet", "unet_refine", n_scenes=cfg.n_scenes, foreground_boost=boost))
     unet.eval()
 
     dit = C.build_dit(C.latent_size(vae), text_encoder.config.hidden_size, text_encoder.config.projection_dim)
     _stage(out, "dit", {"dit": dit},
-           lambda: {"dit": S.train_dit(cfg.dit, cfg.seed, ckpt / "dit", vae, tokenizer, text_encoder, cache,
-                                            cfg.foreground_boost)})
+           lambda: {"dit": S.train_dit(cfg.dit, cfg.seed, ckpt / "dit", vae, tokenizer, text_encoder, cache, boost)},
+           _settings(cfg, "vae", "unet", "dit", n_scenes=cfg.n_scenes, foreground_boost=boost))
 
     return export_family(Path(cfg.export_dir), evaluator, vae, tokenizer, text_encoder, unet, dit)
 
 
 def export_family(export_dir: Path, evaluator, vae, tokenizer, text_encoder, unet, dit) -> Path:
+    """Each folder is written under a temporary name and swapped in whole (a killed export leaves
+    the previous model, not half of the new one)."""
     export_dir.mkdir(parents=True, exist_ok=True)
     half = C.fp16_copy
-    C.unet_pipeline(half(unet), half(vae), half(text_encoder), tokenizer).save_pretrained(export_dir / "ref-unet")
-    C.dit_pipeline(half(dit), half(vae), half(text_encoder), tokenizer).save_pretrained(export_dir / "ref-dit")
     marker = {"world": "svdtune reference world", "image_size": world.IMAGE_SIZE,
               "styles": list(world.STYLES), "held_out": sorted(map(list, world.HELD_OUT))}
-    for name, kwargs in (("ref-unet", {}), ("ref-dit", C.DIT_PIPELINE_KWARGS)):
-        atomic_write_text(export_dir / name / WORLD_MARKER, json.dumps(marker | {"pipeline_kwargs": kwargs}, indent=1))
-    half(evaluator).save_pretrained(export_dir / "evaluator")
+    pipelines = {"ref-unet": (C.unet_pipeline(half(unet), half(vae), half(text_encoder), tokenizer), {}),
+                 "ref-dit": (C.dit_pipeline(half(dit), half(vae), half(text_encoder), tokenizer),
+                             C.DIT_PIPELINE_KWARGS)}
+    for name, (pipe, kwargs) in pipelines.items():
+        tmp = export_dir / f"{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipe.save_pretrained(tmp)
+        atomic_write_text(tmp / WORLD_MARKER, json.dumps(marker | {"pipeline_kwargs": kwargs}, indent=1))
+        swap_in(tmp, export_dir / name)
+    tmp = export_dir / "evaluator.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    half(evaluator).save_pretrained(tmp)
+    swap_in(tmp, export_dir / "evaluator")
     return export_dir

@@ -8,6 +8,7 @@ resumed run sees exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from pathlib import Path
 from typing import Callable, Literal
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from svdtune.config import atomic_save_file
@@ -38,6 +39,13 @@ class StageConfig:
     # "bf16": the loss under CPU autocast (weights and optimizer stay fp32): the DiT's steps are
     # 1.3x faster on these 2 cores (configs/reference/family.yaml)
     autocast: Literal["no", "bf16"] = "no"
+
+    def validate(self) -> None:
+        for key, least in (("steps", 0), ("warmup", 0), ("weight_decay", 0), ("batch_size", 1), ("save_every", 1)):
+            if getattr(self, key) < least:
+                raise ValueError(f"{key} must be at least {least}, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
 
 
 def step_rng(seed: int, step: int) -> tuple[random.Random, torch.Generator]:
@@ -136,9 +144,14 @@ def train_vae(cfg: StageConfig, seed: int, ckpt_dir: Path, kl_weight: float = 1e
 
 @torch.no_grad()
 def cache_latents(vae, n_scenes: int, seed: int, path: Path, batch_size: int = 256) -> dict:
-    """Encode `n_scenes` plain training scenes (held-out pairs excluded) once; store the latent means."""
+    """Encode `n_scenes` plain training scenes (held-out pairs excluded) once; store the latent means.
+    A cache made for another seed, scene count or VAE is made again (its latents would not match
+    the captions drawn from this seed)."""
+    made_with = {"seed": str(seed), "n_scenes": str(n_scenes), "vae": _fingerprint(vae)}
     if path.is_file():
-        return load_file(path)
+        with safe_open(path, "pt") as f:
+            if (f.metadata() or {}) == made_with:
+                return {"mean": f.get_tensor("mean")}
     mean = []
     for i in tqdm(range(0, n_scenes, batch_size), desc="cache latents", mininterval=5):
         scenes = [world.sample_scene(world.scene_rng(seed, j), style="plain")
@@ -146,8 +159,17 @@ def cache_latents(vae, n_scenes: int, seed: int, path: Path, batch_size: int = 2
         x = torch.from_numpy(world.render_batch(scenes)) * 2 - 1
         mean.append(vae.encode(x).latent_dist.mean.half())
     cache = {"mean": torch.cat(mean)}
-    atomic_save_file(cache, path)
+    atomic_save_file(cache, path, metadata=made_with)
     return cache
+
+
+def _fingerprint(module: torch.nn.Module) -> str:
+    """A hash of a module's weights (which VAE encoded a cache)."""
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 @torch.no_grad()
@@ -301,4 +323,4 @@ def train_dit(cfg: StageConfig, seed: int, ckpt_dir: Path, vae, tokenizer, text_
 
 
 def save_module(module: torch.nn.Module, path: Path) -> None:
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path)
+    atomic_save_file(module.state_dict(), path)  # a half-written final file would end every re-run

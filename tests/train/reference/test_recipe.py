@@ -1,11 +1,14 @@
+import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 
 from svdtune.data import world
+from svdtune.errors import UserError
 from svdtune.pipelines import WORLD_MARKER, absent_components, is_world_model, load_evaluator, load_pipeline
 from svdtune.train.reference.recipe import train_family
 
@@ -47,6 +50,15 @@ def test_family_recipe_trains_exports_and_skips_finished_stages(tiny_family):
 
     train_family(cfg)  # every stage is finished: nothing is retrained
     assert json.loads((run / "timings.json").read_text()) == timings
+    # every component ships in fp16, the UNet pipeline's text encoder (rebuilt without projection) too
+    assert json.loads((export / "ref-unet/text_encoder/config.json").read_text())["dtype"] == "float16"
+    assert all(t.dtype == torch.float16 for t in load_file(export / "ref-unet/text_encoder/model.safetensors").values())
+
+    # a finished stage is not silently kept for another config
+    with pytest.raises(UserError, match=r"finished unet stage was made with unet.lr = 0.0004, this config has 0.001"):
+        train_family(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, lr=1e-3)))
+    with pytest.raises(UserError, match="finished evaluator stage was made with seed = 0, this config has 1"):
+        train_family(dataclasses.replace(cfg, seed=1))
 
 
 def test_tokenizer_is_identical_in_every_process():

@@ -23,3 +23,19 @@ def test_fit_runs_the_loss_in_the_configured_precision_and_keeps_fp32_weights(tm
     assert set(seen) == {dtype}
     assert model.weight.dtype == torch.float32
     assert loss_fn(0).item() < 0.1 * start  # it still learns
+
+
+def test_the_latent_cache_is_remade_for_another_seed_or_vae(tmp_path):
+    from svdtune.train.reference import components as C
+    from svdtune.train.reference.stages import cache_latents
+
+    torch.manual_seed(0)
+    vae, path = C.build_vae().eval(), tmp_path / "latents.safetensors"
+    first = cache_latents(vae, 4, 0, path)["mean"]
+    stamp = path.stat().st_mtime_ns
+    assert torch.equal(cache_latents(vae, 4, 0, path)["mean"], first) and path.stat().st_mtime_ns == stamp  # reused
+    second = cache_latents(vae, 4, 1, path)["mean"]
+    assert not torch.equal(second, first)  # another seed: other scenes
+    with torch.no_grad():
+        vae.encoder.conv_in.weight.mul_(2)
+    assert not torch.equal(cache_latents(vae, 4, 1, path)["mean"], second)  # another VAE
