@@ -15,11 +15,13 @@ PY=${PYTHON:-python3}
 
 setup() {
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  local stamp="$VENV/.svdtune-installed" want
-  want=$(cat pyproject.toml launch.sh | sha256sum | cut -c1-16)
+  local stamp="$VENV/.svdtune-installed" want gpu=""
+  command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && gpu=1
+  # a venv set up for the CPU (a login node) is not reused on a GPU node, nor the other way round
+  want=$( (cat pyproject.toml launch.sh; echo "gpu=$gpu") | sha256sum | cut -c1-16)
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
   echo "[launch] installing svdtune into $VENV (first run takes a few minutes)" >&2
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  if [ -n "$gpu" ]; then
     pip_install -e ".[demo,dev]"
   else
     pip_install "torch==2.13.0"
@@ -66,7 +68,12 @@ browser_packages() {
   fi
 }
 
-setup
+# One set-up at a time: `srun ./launch.sh` starts a launcher per node, and they may share one venv.
+if command -v flock >/dev/null 2>&1; then
+  (flock 9 && setup) 9>"$VENV.lock"
+else
+  setup
+fi
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1}
 export WANDB_MODE=${WANDB_MODE:-offline} GRADIO_ANALYTICS_ENABLED=False TOKENIZERS_PARALLELISM=false
 cmd=${1:-quickstart}
@@ -75,14 +82,15 @@ case "$cmd" in
   setup) browser_packages; echo "[launch] $VENV is ready" ;;
   test) browser_packages; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   *)
-    # Processes: `--nproc N` right after the command (or NPROC=N); under SLURM with several nodes,
-    # one torchrun per node (srun launches them) with the first node as rendezvous.
-    nproc=${NPROC:-1}
+    # Processes per node: `--nproc N` right after the command, else NPROC=N, else under SLURM the
+    # node's GPUs; with several SLURM nodes, one torchrun per node (srun launches them) with the
+    # first node as rendezvous.
+    nproc=${NPROC:-${SLURM_GPUS_ON_NODE:-1}}
     if [ "${1:-}" = "--nproc" ]; then nproc=$2; shift 2; fi
     if [ "${SLURM_NNODES:-1}" -gt 1 ]; then
       master=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
       exec "$VENV/bin/torchrun" --nnodes "$SLURM_NNODES" --node_rank "$SLURM_NODEID" \
-        --nproc_per_node "${SLURM_GPUS_ON_NODE:-$nproc}" --rdzv_backend c10d --rdzv_id "$SLURM_JOB_ID" \
+        --nproc_per_node "$nproc" --rdzv_backend c10d --rdzv_id "$SLURM_JOB_ID" \
         --rdzv_endpoint "$master:${MASTER_PORT:-29500}" -m svdtune.cli "$cmd" "$@"
     fi
     if [ "$nproc" -gt 1 ]; then
