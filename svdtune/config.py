@@ -23,6 +23,9 @@ import yaml
 
 from svdtune.errors import UserError
 
+# The repository's configs/ (launch.sh installs svdtune editable, so the package sits beside it).
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 
 class ConfigError(UserError, ValueError):
     """A config file or override is wrong; the message says where and what was expected."""

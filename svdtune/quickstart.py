@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from svdtune.config import atomic_write_text, load_config, save_config
+from svdtune.config import CONFIGS, atomic_write_text, load_config, save_config
 from svdtune.eval.cost import measure
 from svdtune.eval.grid import save_grid
 from svdtune.eval.world_bench import METRICS, SUITES
@@ -27,6 +27,9 @@ from svdtune.generate import slug
 from svdtune.quant import CalibrationConfig, QuantConfig
 
 REWRITE_GRID = "rewrites.png"
+# what the quickstart's adapter and rewriter runs start from
+ADAPTER_CONFIG = CONFIGS / "train" / "ref-unet-pastel.yaml"
+REWRITER_CONFIG = CONFIGS / "rewriter" / "world.yaml"
 
 
 @dataclasses.dataclass
@@ -64,8 +67,12 @@ class QuickstartConfig:
         for s in self.suites:
             if s not in SUITES:
                 raise ValueError(f"suites: {s!r} is not a prompt suite; expected one of {', '.join(SUITES)}")
-        if self.steps <= 0 or self.prompts_per_suite <= 0 or self.latency_repeats <= 0:
-            raise ValueError("steps, prompts_per_suite and latency_repeats must be positive integers")
+        for key in ("steps", "prompts_per_suite", "latency_repeats"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
+        for steps, path in (("adapter_steps", ADAPTER_CONFIG), ("rewriter_steps", REWRITER_CONFIG)):
+            if getattr(self, steps) and not path.is_file():  # found now, not after the data stage
+                raise ValueError(f"{steps}: its config {path} is missing (svdtune runs from its repository)")
 
 
 def run_quickstart(cfg: QuickstartConfig) -> Path:
@@ -142,7 +149,7 @@ def domain_adapter(cfg: QuickstartConfig, data_dir: str, out: Path) -> dict:
     from svdtune.train.recipe import train_adapter
 
     with measure(cfg.device) as cost:
-        run = train_adapter(load_config(TrainConfig, "configs/train/ref-unet-pastel.yaml", [
+        run = train_adapter(load_config(TrainConfig, ADAPTER_CONFIG, [
             f"model={cfg.adapter_model}", f"output_dir={out}", f"domain.data={data_dir}", f"steps={cfg.adapter_steps}",
             "distill.prompts=64", "validation.every=0", "save_every=100", "log_with=none", f"device={cfg.device}",
             *cfg.adapter_overrides]))
@@ -162,7 +169,7 @@ def domain_rewriter(cfg: QuickstartConfig, pairs_dir: str, out: Path, adapter_ru
     from svdtune.train.rewriter import RewriterTrainConfig, load_pairs, train_rewriter
 
     with measure(cfg.device) as cost:
-        run = train_rewriter(load_config(RewriterTrainConfig, "configs/rewriter/world.yaml", [
+        run = train_rewriter(load_config(RewriterTrainConfig, REWRITER_CONFIG, [
             f"data=[{pairs_dir}]", f"output_dir={out}", f"steps={cfg.rewriter_steps}", "eval_pairs=32",
             f"device={cfg.device}", *cfg.rewriter_overrides]))
     summary = json.loads((run / "summary.json").read_text())

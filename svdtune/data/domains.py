@@ -24,9 +24,9 @@ import dataclasses
 import re
 from pathlib import Path
 
-from svdtune.config import ConfigError, load_config
+from svdtune.config import CONFIGS, ConfigError, load_config
 
-DOMAIN_DIR = Path(__file__).resolve().parents[2] / "configs" / "domains"
+DOMAIN_DIR = CONFIGS / "domains"
 
 
 @dataclasses.dataclass

@@ -21,6 +21,7 @@ domains would score with CLIP or ImageReward weights, which this version does no
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -65,6 +66,19 @@ class RewardPairsConfig:
                              f"scores {', '.join(s for s in world.STYLES if s != 'plain')}")
 
 
+def folder_stamp(path: str) -> str:
+    """Names, sizes and times of the files under `path` (a hash), or `path` itself when it names no
+    folder (a reference model)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return path
+    h = hashlib.sha1()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def image_rewards(scores: list[dict]) -> np.ndarray:
     """Per image: the domain's style, every asked-for object right, and the share of colour,
     shape and count right (each in [0, 1]; the sum ranks candidates)."""
@@ -87,16 +101,22 @@ def run_reward_pairs(cfg: RewardPairsConfig) -> Path:
     rounds.mkdir(exist_ok=True)
     domain = load_domain(cfg.domain)
     source = load_pairs([cfg.pairs], "train")
-    plains = list(dict.fromkeys(p for p, d in zip(source["plain"], source["domain"]) if d == domain_key(cfg.domain)))[:cfg.prompts]
+    key = domain_key(cfg.domain)
+    plains = list(dict.fromkeys(p for p, d in zip(source["plain"], source["domain"]) if d == key))[:cfg.prompts]
     if not plains:
         raise UserError(f"{cfg.pairs}: no train pair of domain {cfg.domain!r}")
+    # A round is reused only for the same prompts and the same rewriter, image model and pairs on disk
+    # (one of them retrained in place would otherwise keep its old candidates).
+    made_with = {"plains": plains, **{k: folder_stamp(getattr(cfg, k)) for k in ("rewriter", "images", "pairs")}}
     models = {}
 
     def candidate_round(k: int) -> dict:
         """Round 0 is the greedy answer (it wins ties), round k > 0 a sample with its own seed."""
         path = rounds / f"round-{k}.json"
         if path.is_file():
-            return json.loads(path.read_text())
+            kept = json.loads(path.read_text())
+            if kept.get("made_with") == made_with:
+                return kept
         if not models:
             models.update(rewriter=Rewriter.load(cfg.rewriter), evaluator=load_evaluator(),
                           pipe=variants.load(variants.classify("images", cfg.images)))
@@ -104,7 +124,7 @@ def run_reward_pairs(cfg: RewardPairsConfig) -> Path:
         decoding = DecodingConfig(strategy="sample", temperature=cfg.temperature, seed=cfg.seed + k) if k else None
         rewrites = [r.text for r in Rewriter(tuned.model, tuned.tokenizer, decoding or tuned.decoding).rewrite(plains, domain)]
         images, _ = generate_images(models["pipe"], rewrites, cfg.steps, cfg.guidance, cfg.seed, cfg.batch_size)
-        result = {"rewrites": rewrites,
+        result = {"rewrites": rewrites, "made_with": made_with,
                   "rewards": image_rewards(image_scores(models["evaluator"], images, plains, cfg.domain)).tolist()}
         atomic_write_text(path, json.dumps(result))
         return result
@@ -113,7 +133,7 @@ def run_reward_pairs(cfg: RewardPairsConfig) -> Path:
     candidates, rewards = [r["rewrites"] for r in done], [r["rewards"] for r in done]
     rewards = np.stack(rewards)              # (candidates, prompts)
     best = rewards.argmax(0)                 # argmax takes the first of equals: greedy on ties
-    rows = [dict(id=f"reward-{i}", source="reward", domain=cfg.domain, plain=p, styled=candidates[best[i]][i],
+    rows = [dict(id=f"reward-{i}", source="reward", domain=key, plain=p, styled=candidates[best[i]][i],
                  similarity=float(rewards[best[i], i])) for i, p in enumerate(plains)]
     empty = datasets.Dataset.from_dict({k: [] for k in PAIR_FEATURES}, features=PAIR_FEATURES)
     save_dataset(datasets.DatasetDict(train=datasets.Dataset.from_list(rows, features=PAIR_FEATURES), val=empty),
