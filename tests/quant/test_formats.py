@@ -107,3 +107,16 @@ def test_dequantize_packed_equals_unpacking_first(fmt, group):
     for dtype in (torch.bfloat16, torch.float16):  # int4 with bf16 scales computes in bf16: same rounding
         assert torch.equal(F.dequantize_packed(packed, q.scales, fmt, group, q.tensor_scale, dtype),
                            F.dequantize(q).to(dtype))
+
+
+@pytest.mark.parametrize("fmt", ["int4", "uint4", "int8", "nvfp4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_round_trip_is_dequantize_of_quantize_bit_for_bit(fmt, dtype):
+    """The fused integer path must give exactly the numbers of the two-step definition."""
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5, 128) * torch.logspace(-3, 3, 128)).to(dtype)  # outlier channels, tiny groups
+    x[0, 0, :64] = 0  # an all-zero group: the TINY scale floor
+    shrink = torch.rand(3, 5, 128 // 16, 1) * 0.5 + 0.5
+    for s in (1.0, shrink):
+        expected = F.dequantize(F.quantize(x, fmt, 16, s)).to(dtype)
+        assert torch.equal(F.round_trip(x, fmt, 16, s), expected)
