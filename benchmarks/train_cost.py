@@ -2,13 +2,21 @@
 
     .venv/bin/python benchmarks/train_cost.py [--layers 4] [--batch 2] [--rounds 5] [--dtype float32]
 
+The memory ratio depends on depth: what does not grow with the blocks (the torch runtime's first-step
+buffers, the embeddings, activations at the block boundaries) is a larger share of a 4-block
+model's peak than of a real backbone's (SD3-medium 24 blocks, FLUX.1 57); the README gives 4 and 12.
+
 An SD3-style DiT with hidden size 1024 (16 heads x 64), random weights, 256 image + 77 text
 tokens. Both students carry the same rank-16 LoRA on the same projections and train with AdamW.
 Step time (forward, backward, optimizer step) is measured in one process, the two models
 interleaved, median of each round's steps, best round reported. Peak memory is measured in a fresh
 process per variant: the peak resident set (VmHWM, reset once the model is built) during the
 training steps, and the same above the process's resident set before the model existed (what
-training adds to a bare interpreter with torch imported). The children fix glibc's mmap threshold
+training adds to a bare interpreter with torch imported). The W4A4 backbones are quantized once, in
+this process, and saved; each student loads its backbone from that folder, as the trainer does
+(`train.quantized`, or `backbone/` after the first run): quantizing in the measured process would
+count what the fit leaves resident (LAPACK workspaces, a fragmented heap; +25 MiB at 4 blocks,
+bf16) as training memory. The children fix glibc's mmap threshold
 at 64 KiB: its adaptive threshold otherwise keeps the memory of freed tensors (the 16-bit layers
 that quantization replaced) resident in a fragmented heap, which measures the allocator, not what
 training holds (0.97x instead of 0.68x in fp32 here). Gradient checkpointing is on by default
@@ -21,14 +29,18 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
+from diffusers import SD3Transformer2DModel  # before the children's baseline: module code is not training memory
 from peft import LoraConfig, inject_adapter_in_model
 
 from svdtune.quant.calibrate import Recording
 from svdtune.quant.config import ADALN_W4A16, QuantConfig
 from svdtune.quant.quantize import quantize, select_layers
+from svdtune.quant.serialize import load_quantized, save_quantized
 from svdtune.train.lora import DEFAULT_TARGET, attach, lora_config, trainable_parameters
 
 HIDDEN, HEADS, TEXT_TOKENS = 1024, 16, 77
@@ -39,8 +51,6 @@ FAST_FIT = dict(smooth_alphas=[0.5], shrink_grid=[1.0], lowrank_iters=1)  # fit 
 
 
 def build_dit(layers: int):
-    from diffusers import SD3Transformer2DModel
-
     torch.manual_seed(0)
     return SD3Transformer2DModel(sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=layers,
                                  attention_head_dim=HIDDEN // HEADS, num_attention_heads=HEADS,
@@ -55,14 +65,22 @@ def inputs(batch: int, seed: int = 0) -> dict:
                 pooled_projections=torch.randn(batch, 768, generator=g), timestep=torch.full((batch,), 500.0))
 
 
-def student(kind: str, layers: int, batch: int, dtype: torch.dtype, checkpointing: bool):
+def save_backbone(kind: str, layers: int, batch: int, folder: Path) -> None:
+    """Quantize the DiT for a W4A4 `kind` (calibrated on one batch) and save it to `folder`."""
+    model = build_dit(layers).eval()
+    cfg = QuantConfig(**FAST_FIT, weight_only=list(ADALN_W4A16) if kind == KINDS[2] else [])
+    chosen, _ = select_layers(model, cfg.resolved())
+    with torch.no_grad(), Recording(chosen, sample_tokens=128) as rec:
+        model(**inputs(batch, seed=1))
+    quantize(model, cfg, calibration=rec.stats())
+    save_quantized(model, folder)
+
+
+def student(kind: str, layers: int, dtype: torch.dtype, checkpointing: bool, backbones: Path):
+    """The LoRA student of `kind`; a W4A4 backbone is read from `backbones` (see save_backbone)."""
     model = build_dit(layers).eval()
     if kind.startswith("w4a4"):
-        cfg = QuantConfig(**FAST_FIT, weight_only=list(ADALN_W4A16) if kind == KINDS[2] else [])
-        chosen, _ = select_layers(model, cfg.resolved())
-        with torch.no_grad(), Recording(chosen, sample_tokens=128) as rec:
-            model(**inputs(batch, seed=1))
-        quantize(model, cfg, calibration=rec.stats())
+        model = load_quantized(backbone_folder(backbones, kind), model)
         attach(model, lora_config(model, rank=16))
     else:
         inject_adapter_in_model(LoraConfig(r=16, lora_alpha=16, target_modules=lora_targets_16bit(model)), model)
@@ -74,6 +92,10 @@ def student(kind: str, layers: int, batch: int, dtype: torch.dtype, checkpointin
     for p in params:
         p.data = p.data.float()  # adapters train in fp32 in both variants
     return model, torch.optim.AdamW(params, lr=1e-4)
+
+
+def backbone_folder(backbones: Path, kind: str) -> Path:
+    return backbones / kind.replace(" ", "_")
 
 
 def lora_targets_16bit(model) -> list[str]:
@@ -100,11 +122,12 @@ def vm_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def memory_child(kind: str, layers: int, batch: int, dtype: str, steps: int, checkpointing: bool) -> None:
+def memory_child(kind: str, layers: int, batch: int, dtype: str, steps: int, checkpointing: bool,
+                 backbones: Path) -> None:
     """Runs in a fresh process: prints the peak memory of `steps` training steps as JSON."""
     dt = getattr(torch, dtype)
     before = vm_kib("VmRSS")
-    model, opt = student(kind, layers, batch, dt, checkpointing)
+    model, opt = student(kind, layers, dt, checkpointing, backbones)
     kw, target = inputs(batch), torch.randn(batch, 16, 32, 32)
     train_step(model, opt, kw, target, dt)  # optimizer state exists from here on
     import ctypes
@@ -113,7 +136,7 @@ def memory_child(kind: str, layers: int, batch: int, dtype: str, steps: int, che
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # give back what building the model freed (glibc keeps it otherwise)
     with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM: quantization's transient 16-bit copies are not training memory
+        f.write("5")  # reset VmHWM: the 16-bit skeleton the backbone was loaded into is not training memory
     for _ in range(steps):
         train_step(model, opt, kw, target, dt)
     peak = vm_kib("VmHWM")
@@ -129,14 +152,21 @@ def main():
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="compute (autocast) and storage dtype of the frozen 16-bit weights")
     p.add_argument("--no-checkpointing", action="store_true", help="keep every activation (no gradient checkpointing)")
-    p.add_argument("--memory-child", nargs=1, help=argparse.SUPPRESS)
+    p.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
-        return memory_child(args.memory_child[0], args.layers, args.batch, args.dtype, args.steps,
-                            not args.no_checkpointing)
+        kind, backbones = args.memory_child
+        return memory_child(kind, args.layers, args.batch, args.dtype, args.steps, not args.no_checkpointing,
+                            Path(backbones))
+    with tempfile.TemporaryDirectory(prefix="train_cost-") as tmp:
+        for k in KINDS[1:]:
+            save_backbone(k, args.layers, args.batch, backbone_folder(Path(tmp), k))
+        measure(args, Path(tmp))
 
+
+def measure(args, backbones: Path) -> None:
     dt = getattr(torch, args.dtype)
-    models = {k: student(k, args.layers, args.batch, dt, not args.no_checkpointing) for k in KINDS}
+    models = {k: student(k, args.layers, dt, not args.no_checkpointing, backbones) for k in KINDS}
     kw, target = inputs(args.batch), torch.randn(args.batch, 16, 32, 32)
     for k in KINDS:  # warm-up
         train_step(*models[k], kw, target, dt)
@@ -152,7 +182,7 @@ def main():
     del models
     memory = {}
     for k in KINDS:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", k, "--layers", str(args.layers), "--batch",
+        out = subprocess.run([sys.executable, __file__, "--memory-child", k, str(backbones), "--layers", str(args.layers), "--batch",
                               str(args.batch), "--dtype", args.dtype, "--steps", str(args.steps)]
                              + (["--no-checkpointing"] if args.no_checkpointing else []),
                              check=True, capture_output=True, text=True,
