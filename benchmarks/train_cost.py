@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/train_cost.py [--layers 4] [--batch 2] [--rounds 5] [--dtype float32]
 
 The memory ratio depends on depth: what does not grow with the blocks (the torch runtime's first-step
-buffers, the embeddings, activations at the block boundaries) is a larger share of a 4-block
-model's peak than of a real backbone's (SD3-medium 24 blocks, FLUX.1 57); the README gives 4 and 12.
+buffers, the embeddings and final layer, one block's recomputed activations) is a larger share of a
+4-block model's peak than of a real backbone's (SD3-medium 24 blocks, FLUX.1 57); the README gives
+4 and 12.
 
 An SD3-style DiT with hidden size 1024 (16 heads x 64), random weights, 256 image + 77 text
 tokens. Both students carry the same rank-16 LoRA on the same projections and train with AdamW.
