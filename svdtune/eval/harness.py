@@ -8,7 +8,8 @@ Inception file), LPIPS / PSNR / SSIM against the 16-bit source model's images fo
 and seeds, CLIP score and ImageReward when their weights are given, and cost (warm batch-1 latency
 per image and per step, peak memory, sizes, quantization time). Writes results.json, report.md,
 plots/*.png, grids/*.png, images/*.safetensors (the generated images, for `svdtune compare`) and
-the resolved config.yaml to output_dir.
+the resolved config.yaml to output_dir. A killed eval, run again with the same config, resumes
+after the variants it finished (progress.json).
 """
 
 from __future__ import annotations
