@@ -48,18 +48,17 @@ def measure(device: str | torch.device = "cpu", interval: float = 0.002):
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-    start = time.perf_counter()
     try:
-        yield cost
+        with stopwatch(device) as timed:
+            yield cost
     finally:
-        if cuda:
-            torch.cuda.synchronize(device)
+        if cuda:  # the stopwatch synchronized on exit
             cost.peak_bytes = torch.cuda.max_memory_allocated(device)
         else:
             stop.set()
             sampler.join()
             cost.peak_bytes = max(cost.peak_bytes, psutil.Process().memory_info().rss)
-        cost.seconds = time.perf_counter() - start
+    cost.seconds = timed.seconds
 
 
 @contextmanager

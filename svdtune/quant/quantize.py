@@ -109,7 +109,11 @@ def quantize(model_or_pipe, config: QuantConfig, calibration: dict[str, LayerSta
         if stats is None:
             raise UserError(f"no calibration statistics for layer {name!r}")
         gram = stats.gram / stats.seen if stats.gram is not None else None
-        fit = fit_layer(weight_matrix(module), stats.sample, stats.absmax, stats.min, cfg.layer_config(name), gram)
+        try:
+            fit = fit_layer(weight_matrix(module), stats.sample, stats.absmax, stats.min, cfg.layer_config(name), gram)
+        except (RuntimeError, ValueError) as e:  # a failed Cholesky (GPTQ), a NaN in the statistics
+            raise RuntimeError(f"quantizing layer {name!r} ({type(module).__name__}, weight "
+                               f"{tuple(module.weight.shape)}) failed: {e}") from e
         model.set_submodule(name, SVDQuantLinear.from_float(module, fit))
         errors[name] = fit.output_error ** 0.5
     seconds["fit"] = round(time.time() - start, 2)

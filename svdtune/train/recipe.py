@@ -99,7 +99,9 @@ def train_adapter(cfg: TrainConfig) -> Path:
         ema.optimization_step = start
     if main and start == 0:
         (out / "history.jsonl").unlink(missing_ok=True)
-    fixed_loss = lambda: fixed_distill_loss(student, trajectories, cfg.validation.loss_samples, acc.device)  # noqa: E731
+    # Rank 0 alone keeps the loss curve: it computes it on the unwrapped model (no DDP collective).
+    fixed_loss = lambda: fixed_distill_loss(acc.unwrap_model(student), trajectories,  # noqa: E731
+                                            cfg.validation.loss_samples, acc.device)
     if start == 0 and cfg.validation.at_start:
         run_validation(acc, cfg, teacher, student, 0, out)
         if trajectories is not None and main:
@@ -128,7 +130,8 @@ def train_adapter(cfg: TrainConfig) -> Path:
         seconds = time.perf_counter() - began
         record = totals | {"lr": lr_schedule.get_last_lr()[0], "grad_norm": float(grad_norm), "step_time": seconds,
                            "samples_per_s": global_batch / seconds, "peak_memory_mib": peak_memory_mib(acc.device)}
-        if trajectories is not None and cfg.validation.loss_every and (step + 1) % cfg.validation.loss_every == 0:
+        every = cfg.validation.loss_every
+        if main and trajectories is not None and every and (step + 1) % every == 0:
             record["distill_loss_fixed"] = fixed_loss()
         if main:
             append_history(out, {"step": step + 1} | record)

@@ -92,6 +92,15 @@ def test_gptq_residual_through_quantize():
     assert sqnr_db(reference, run(model, inputs(seed=2))) > 12
 
 
+def test_a_layer_whose_fit_fails_is_named():
+    cfg = QuantConfig(**FAST, gptq=True)
+    model, _, stats = calibrated("flux", cfg)
+    name = "transformer_blocks.0.attn.to_q"
+    stats[name].gram.fill_(float("nan"))  # GPTQ's Cholesky cannot factor it
+    with pytest.raises(RuntimeError, match=f"quantizing layer '{name}' \\(Linear, weight \\(\\d+, \\d+\\)\\) failed"):
+        quantize(model, cfg, calibration=stats)
+
+
 def test_weight_only_layers(tmp_path):
     """FLUX's AdaLN modulation as nunchaku stores it: 4-bit weights, 16-bit inputs, no branch; the
     other layers stay W4A4, and the checkpoint reloads them as they were."""

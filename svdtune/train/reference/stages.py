@@ -135,6 +135,8 @@ def train_vae(cfg: StageConfig, seed: int, ckpt_dir: Path, kl_weight: float = 1e
         # Decode the posterior mean: sampling (std ~1 at init) drowns the code in noise and the
         # VAE learns colours far too slowly on this budget. The tiny KL only keeps latents bounded.
         err = vae.decode(posterior.mode()).sample - x
+        # x is in [-1, 1], not the [0, 1] `foreground` documents: differences count twice, so the
+        # weight saturates at half its threshold. The shipped VAE was trained so; kept for reproducibility.
         weight = foreground_weight(x)
         return (err.abs() * weight).mean() + (err.square() * weight).mean() + kl_weight * posterior.kl().mean()
 
