@@ -183,9 +183,9 @@ def measure(args, backbones: Path) -> None:
     del models
     memory = {}
     for k in KINDS:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", k, str(backbones), "--layers", str(args.layers), "--batch",
-                              str(args.batch), "--dtype", args.dtype, "--steps", str(args.steps)]
-                             + (["--no-checkpointing"] if args.no_checkpointing else []),
+        out = subprocess.run([sys.executable, __file__, "--memory-child", k, str(backbones), "--layers",
+                              str(args.layers), "--batch", str(args.batch), "--dtype", args.dtype, "--steps",
+                              str(args.steps)] + (["--no-checkpointing"] if args.no_checkpointing else []),
                              check=True, capture_output=True, text=True,
                              env=os.environ | {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)})
         memory[k] = json.loads(out.stdout.strip().splitlines()[-1])

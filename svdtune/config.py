@@ -9,6 +9,7 @@ instance. `save_config` writes the resolved config beside a run's outputs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -210,6 +211,20 @@ def _temporary_beside(path: Path) -> str:
     os.close(fd)
     os.chmod(tmp, 0o644)
     return tmp
+
+
+def folder_stamp(path: str | os.PathLike) -> str:
+    """A hash of the names, sizes and times of the files under `path` (what changes when a model
+    in it is retrained in place), or `path` itself when it names no folder (a hub id, a reference
+    model's name)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return str(path)
+    h = hashlib.sha1()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def read_json(path: Path) -> Any:

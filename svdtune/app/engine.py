@@ -69,7 +69,7 @@ class Result:
         disk = self.sizes.get("disk_mib")
         adapter = self.sizes.get("adapter_disk_mib")
         on_disk = (f"; on disk {disk:.1f} MiB" + (f" + adapter {adapter:.2f} MiB" if adapter else "")) if disk else ""
-        r = self.request  # image and sketch modes denoise from step (1 - strength) of the schedule, as diffusers does
+        r = self.request  # image and sketch modes run the last `strength` of the schedule, as diffusers does
         steps = f"{r.steps}" if r.mode == "text" else f"{min(int(r.steps * r.strength), r.steps)} of {r.steps}"
         return (f"inference time {self.seconds:.2f} s ({steps} steps, {r.mode})\n"
                 f"peak memory {self.peak_mib:.0f} MiB ({memory}; +{self.added_mib:.0f} MiB during this run)\n"

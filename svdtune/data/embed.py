@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from svdtune.config import folder_stamp
+
 log = logging.getLogger("svdtune")
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -32,13 +34,12 @@ def model_path(name: str) -> str:
 
 def cache_identity(name: str) -> str:
     """What cached vectors are keyed by besides their text: the default model by name; a local
-    folder by its absolute path and its weight files' sizes and times, so that a retrained model,
+    folder by its absolute path and its files' names, sizes and times, so that a retrained model,
     or another folder at the same relative path, does not get the old model's vectors."""
     folder = Path(name).expanduser()
     if name == DEFAULT_MODEL or not folder.is_dir():
         return name
-    weights = sorted(p for pattern in ("*.safetensors", "*.bin") for p in folder.glob(pattern))
-    return "|".join([str(folder.resolve())] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights])
+    return f"{folder.resolve()}|{folder_stamp(folder)}"
 
 
 class Embedder:

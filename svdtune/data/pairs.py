@@ -100,7 +100,8 @@ def run_data_pairs(cfg: DataPairsConfig) -> Path:
     domain, ds, counts, embedder = start(cfg)
     # Pairs need every kept record (validate refuses caps), no split yet (pairs are split by plain prompt).
     subset = filter_domain(ds, domain, dataclasses.replace(cfg, val_fraction=0.0), counts, embedder)["train"]
-    pairs, dropped = clean_pairs(make_pairs(subset, domain_key(cfg.domain), embedder, cfg.nearest_floor), cfg.min_words, cfg.max_words)
+    made = make_pairs(subset, domain_key(cfg.domain), embedder, cfg.nearest_floor)
+    pairs, dropped = clean_pairs(made, cfg.min_words, cfg.max_words)
     if not pairs:
         raise UserError(f"no rewrite pairs for domain {domain.name!r} from {cfg.sources}: the sources need long "
                         "captions (world, sDCI) or MJHQ prompts of the domain for short captions to pair with")

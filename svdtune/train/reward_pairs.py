@@ -21,7 +21,6 @@ domains would score with CLIP or ImageReward weights, which this version does no
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -32,7 +31,7 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from svdtune.config import atomic_write_text, config_text, save_config
+from svdtune.config import atomic_write_text, config_text, folder_stamp, save_config
 from svdtune.data import world
 from svdtune.data.build import save_dataset
 from svdtune.data.domains import domain_key, load_domain
@@ -64,19 +63,6 @@ class RewardPairsConfig:
         if self.domain not in world.STYLES or self.domain == "plain":
             raise ValueError(f"domain: {self.domain!r} is not a world style; the reward (the world evaluator) "
                              f"scores {', '.join(s for s in world.STYLES if s != 'plain')}")
-
-
-def folder_stamp(path: str) -> str:
-    """Names, sizes and times of the files under `path` (a hash), or `path` itself when it names no
-    folder (a reference model)."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return path
-    h = hashlib.sha1()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
 
 
 def image_rewards(scores: list[dict]) -> np.ndarray:

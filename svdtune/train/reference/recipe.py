@@ -141,17 +141,19 @@ def export_family(export_dir: Path, evaluator, vae, tokenizer, text_encoder, une
     half = C.fp16_copy
     marker = {"world": "svdtune reference world", "image_size": world.IMAGE_SIZE,
               "styles": list(world.STYLES), "held_out": sorted(map(list, world.HELD_OUT))}
-    pipelines = {"ref-unet": (C.unet_pipeline(half(unet), half(vae), half(text_encoder), tokenizer), {}),
-                 "ref-dit": (C.dit_pipeline(half(dit), half(vae), half(text_encoder), tokenizer),
-                             C.DIT_PIPELINE_KWARGS)}
-    for name, (pipe, kwargs) in pipelines.items():
+
+    def write(name: str, save) -> None:
         tmp = export_dir / f"{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        pipe.save_pretrained(tmp)
-        atomic_write_text(tmp / WORLD_MARKER, json.dumps(marker | {"pipeline_kwargs": kwargs}, indent=1))
+        save(tmp)
         swap_in(tmp, export_dir / name)
-    tmp = export_dir / "evaluator.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    half(evaluator).save_pretrained(tmp)
-    swap_in(tmp, export_dir / "evaluator")
+
+    for name, pipe, kwargs in (
+            ("ref-unet", C.unet_pipeline(half(unet), half(vae), half(text_encoder), tokenizer), {}),
+            ("ref-dit", C.dit_pipeline(half(dit), half(vae), half(text_encoder), tokenizer), C.DIT_PIPELINE_KWARGS)):
+        def save(tmp, pipe=pipe, kwargs=kwargs):
+            pipe.save_pretrained(tmp)
+            atomic_write_text(tmp / WORLD_MARKER, json.dumps(marker | {"pipeline_kwargs": kwargs}, indent=1))
+        write(name, save)
+    write("evaluator", half(evaluator).save_pretrained)
     return export_dir
