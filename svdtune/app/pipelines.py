@@ -62,10 +62,9 @@ class PipelineCache:
         with self._lock:  # one load at a time: two loads side by side only slow each other down
             if variant.label in self._items:
                 self._items.move_to_end(variant.label)
+                self._trim(self.size, keep=variant.label)
                 return self._items[variant.label]
-            while len(self._items) >= self.size:
-                label, _ = self._items.popitem(last=False)
-                log.info("demo: unloaded %s (cache_size %d)", label, self.size)
+            self._trim(self.size - 1)
             log.info("demo: loading %s (%s)", variant.label, variant.spec)
             try:
                 pipe = variants_mod.load(variant, self.dtype, self.device, self.backend)
@@ -76,3 +75,15 @@ class PipelineCache:
                                 f"{type(e).__name__}: {e}") from None
             self._items[variant.label] = item
             return item
+
+    def _trim(self, limit: int, keep: str | None = None) -> None:
+        """Unload least recently used pipelines down to `limit`, never one that is generating
+        (concurrency > 1: a request for it would load a second copy); the cache stays over its size
+        until they finish."""
+        while len(self._items) > limit:
+            idle = next((label for label, item in self._items.items() if label != keep and not item.lock.locked()),
+                        None)
+            if idle is None:
+                return
+            del self._items[idle]
+            log.info("demo: unloaded %s (cache_size %d)", idle, self.size)

@@ -105,3 +105,13 @@ def test_a_rewriter_that_does_not_load_falls_back_with_the_reason(tmp_path):
     styler = PromptStyler(str(tmp_path))
     styled = styler.apply("a red circle", "pastel")
     assert styled.source == "suffix" and f"the rewriter at {str(tmp_path)!r} could not be loaded" in styled.note
+
+
+def test_a_pipeline_that_is_generating_is_not_unloaded(engine):
+    cache = engine.cache
+    busy = cache.get(engine.variants["unet"])
+    with busy.lock:  # another request is generating with it (concurrency > 1)
+        cache.get(engine.variants["dit"])
+        assert list(cache._items) == ["unet", "dit"]  # over cache_size 1 rather than dropping a busy one
+    cache.get(engine.variants["dit"])
+    assert list(cache._items) == ["dit"]  # idle again: back to the size, the least recently used goes
