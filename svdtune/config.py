@@ -8,6 +8,7 @@ instance. `save_config` writes the resolved config beside a run's outputs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -190,6 +191,18 @@ def atomic_write_text(path: Path, text: str) -> Path:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(directory: str | os.PathLike):
+    """with atomic_folder(d) as tmp: write the folder's files into tmp (`<d>.tmp`, emptied first);
+    when the block ends without an error, tmp replaces d whole (swap_in)."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    swap_in(tmp, directory)
 
 
 def swap_in(tmp: Path, directory: Path) -> Path:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import shutil
 from pathlib import Path
 
-from svdtune.config import cache_dir, swap_in
+from svdtune.config import atomic_folder, cache_dir
 from svdtune.errors import UserError
 
 log = logging.getLogger("svdtune")
@@ -66,11 +65,10 @@ def smollm2_checkpoint() -> Path:
 
 def save_pretrained_atomic(model, tokenizer, folder: Path) -> Path:
     """model + tokenizer `save_pretrained` into a temporary folder, then swapped in."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    return swap_in(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return folder
 
 
 def resolve_llm(name_or_path: str) -> str:

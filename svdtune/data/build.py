@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Literal
 import datasets
 import numpy as np
 
-from svdtune.config import save_config, swap_in
+from svdtune.config import atomic_folder, save_config
 from svdtune.data import filtering
 from svdtune.data.domains import Domain, load_domain
 from svdtune.data.embed import DEFAULT_CACHE, DEFAULT_MODEL, Embedder
@@ -178,7 +177,5 @@ def run_data_build(cfg: DataBuildConfig) -> Path:
 
 def save_dataset(ds: datasets.DatasetDict, path: Path) -> None:
     """save_to_disk into a temporary folder, then swap it in: a crash never leaves half a dataset."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp), num_shards={k: 1 for k in ds if len(ds[k]) == 0})  # an empty split still gets a file
-    swap_in(tmp, path)
+    with atomic_folder(path) as tmp:
+        ds.save_to_disk(str(tmp), num_shards={k: 1 for k in ds if len(ds[k]) == 0})  # an empty split still gets a file

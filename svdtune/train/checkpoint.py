@@ -15,23 +15,20 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from svdtune.config import swap_in
+from svdtune.config import atomic_folder
 
 
 def save_training_state(directory: str | os.PathLike, step: int, modules: dict[str, torch.nn.Module],
                         stateful: dict[str, object] | None = None) -> Path:
     """Save `modules` (weights) and `stateful` objects (anything with state_dict) at `step`."""
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, module in modules.items():
-        state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-        save_file(state, tmp / f"{name}.safetensors")
-    for name, obj in (stateful or {}).items():
-        torch.save(obj.state_dict(), tmp / f"{name}.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
-    return swap_in(tmp, directory)
+    with atomic_folder(directory) as tmp:
+        for name, module in modules.items():
+            state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+            save_file(state, tmp / f"{name}.safetensors")
+        for name, obj in (stateful or {}).items():
+            torch.save(obj.state_dict(), tmp / f"{name}.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step}))
+    return Path(directory)
 
 
 def load_training_state(directory: str | os.PathLike, modules: dict[str, torch.nn.Module],

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from svdtune.config import atomic_write_text, read_json, save_config, swap_in
+from svdtune.config import atomic_folder, atomic_write_text, read_json, save_config
 from svdtune.data import world
 from svdtune.errors import UserError
 from svdtune.eval import world_evaluator as ev
@@ -142,18 +141,12 @@ def export_family(export_dir: Path, evaluator, vae, tokenizer, text_encoder, une
     marker = {"world": "svdtune reference world", "image_size": world.IMAGE_SIZE,
               "styles": list(world.STYLES), "held_out": sorted(map(list, world.HELD_OUT))}
 
-    def write(name: str, save) -> None:
-        tmp = export_dir / f"{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save(tmp)
-        swap_in(tmp, export_dir / name)
-
     for name, pipe, kwargs in (
             ("ref-unet", C.unet_pipeline(half(unet), half(vae), half(text_encoder), tokenizer), {}),
             ("ref-dit", C.dit_pipeline(half(dit), half(vae), half(text_encoder), tokenizer), C.DIT_PIPELINE_KWARGS)):
-        def save(tmp, pipe=pipe, kwargs=kwargs):
+        with atomic_folder(export_dir / name) as tmp:
             pipe.save_pretrained(tmp)
             atomic_write_text(tmp / WORLD_MARKER, json.dumps(marker | {"pipeline_kwargs": kwargs}, indent=1))
-        write(name, save)
-    write("evaluator", half(evaluator).save_pretrained)
+    with atomic_folder(export_dir / "evaluator") as tmp:
+        half(evaluator).save_pretrained(tmp)
     return export_dir
