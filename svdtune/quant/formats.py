@@ -70,12 +70,12 @@ def quantize(x: torch.Tensor, fmt: str, group_size: int, shrink: torch.Tensor | 
     """Round-to-nearest; `shrink` (scalar or per group, shape (..., groups, 1)) clips the range."""
     group = group_of(x.shape[-1], group_size)
     xg = grouped(x, fmt, group)
-    amax = xg.abs().amax(-1, keepdim=True) * shrink
     if fmt in INT_QMAX:
-        scale = (amax / INT_QMAX[fmt]).clamp_min(TINY).to(SCALE_DTYPE)
+        scale = _int_scale(xg, fmt, shrink)
         lo, hi = INT_RANGE[fmt]
         codes = (xg / scale.float()).round().clamp(lo, hi)
         return QTensor(_flat(codes, x), scale.squeeze(-1), fmt, group)
+    amax = xg.abs().amax(-1, keepdim=True) * shrink
     if fmt == "nvfp4":
         grid = E2M1.to(x.device)
         tensor_scale = (x.float().abs().amax() / (grid[-1] * FP8_MAX)).clamp_min(TINY)
@@ -90,6 +90,11 @@ def quantize(x: torch.Tensor, fmt: str, group_size: int, shrink: torch.Tensor | 
         codes = torch.bucketize(xg / scale.float(), (book[1:] + book[:-1]) / 2)  # nearest (sorted book)
         return QTensor(_flat(codes, x), scale.squeeze(-1), fmt, group)
     raise ValueError(f"unknown number format {fmt!r}; expected one of int4, uint4, int8, nvfp4, nf4")
+
+
+def _int_scale(xg: torch.Tensor, fmt: str, shrink: torch.Tensor | float) -> torch.Tensor:
+    """An integer format's stored scale per group of `xg` (..., groups, group): shrunk absmax / qmax."""
+    return (xg.abs().amax(-1, keepdim=True) * shrink / INT_QMAX[fmt]).clamp_min(TINY).to(SCALE_DTYPE)
 
 
 def _flat(codes: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -160,7 +165,7 @@ def round_trip(x: torch.Tensor, fmt: str, group_size: int, shrink: torch.Tensor 
     if fmt not in INT_QMAX:
         return dequantize(quantize(x, fmt, group_size, shrink)).to(x.dtype)
     xg = grouped(x, fmt, group_of(x.shape[-1], group_size))
-    scale = (xg.abs().amax(-1, keepdim=True) * shrink / INT_QMAX[fmt]).clamp_min(TINY).to(SCALE_DTYPE).float()
+    scale = _int_scale(xg, fmt, shrink).float()
     lo, hi = INT_RANGE[fmt]
     return (xg / scale).round_().clamp_(lo, hi).mul_(scale).reshape(x.shape).to(x.dtype)
 
